@@ -1,0 +1,218 @@
+"""Reading text, choosing a data mode, splitting, and making batches.
+
+Two modes:
+- lines: every non-empty line is one example. Input [<EOS>, c_1 .. c_n], target
+  [c_1 .. c_n, <EOS>]: the model starts from an empty context and learns to end the line.
+  Batches are B random lines padded to the longest, with a mask over the padding.
+- stream: continuous text cut into B parallel streams; each batch is the next T characters
+  of every stream (truncated BPTT), the hidden state carried from batch to batch and reset
+  when the streams wrap around at the end of an epoch.
+
+The `auto` rule (looks at the first 1 MB): `lines` when the text has at least 2 lines, no
+blank lines, and 95 % of its lines are at most 50 characters long (names, word lists);
+`stream` otherwise (prose with paragraphs, plays, code).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.errors import CharrnnError
+from charrnn.vocab import EOS, Vocab, count_chars
+
+MODES = ("auto", "lines", "stream")
+AUTO_SAMPLE = 1_000_000  # characters the auto rule looks at
+AUTO_MAX_LINE = 50  # the 95th-percentile line length up to which a text counts as a list
+
+
+def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """The file's text with universal newlines (CRLF and CR become LF), or a clear error."""
+    p = Path(path)
+    if not p.exists():
+        raise CharrnnError(f"{p}: no such file")
+    if p.is_dir():
+        raise CharrnnError(f"{p}: is a directory, not a text file")
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise CharrnnError(f"{p}: cannot read: {e.strerror}") from None
+    if not raw:
+        raise CharrnnError(f"{p}: the file is empty")
+    if b"\x00" in raw[:65536] and encoding.lower().replace("-", "") in ("utf8", "ascii", "latin1"):
+        raise CharrnnError(f"{p}: looks like a binary file (it contains NUL bytes), not text")
+    try:
+        text = raw.decode(encoding, errors)
+    except UnicodeDecodeError as e:
+        raise CharrnnError(
+            f"{p}: not valid {encoding} (byte {e.start}): pass --encoding (e.g. latin-1) "
+            "or --errors replace"
+        ) from None
+    except LookupError:
+        raise CharrnnError(f"unknown encoding {encoding!r}") from None
+    del raw
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.strip():
+        raise CharrnnError(f"{p}: the file has only whitespace")
+    return text
+
+
+def choose_mode(text: str) -> str:
+    """The `auto` rule from the module docstring."""
+    head = text[:AUTO_SAMPLE]
+    lines = head.rstrip("\n").split("\n")
+    if len(head) == AUTO_SAMPLE and len(lines) > 1:
+        lines = lines[:-1]  # the last one may be cut
+    if len(lines) < 2 or any(not line.strip() for line in lines):
+        return "stream"
+    lengths = np.fromiter((len(line) for line in lines), dtype=np.int64, count=len(lines))
+    return "lines" if np.percentile(lengths, 95) <= AUTO_MAX_LINE else "stream"
+
+
+@dataclass
+class Corpus:
+    """A text encoded for one mode, split into training and validation ids."""
+
+    mode: str
+    vocab: Vocab
+    train: np.ndarray  # stream: (n,) ids; lines: (n,) ids with <EOS> ending each line
+    val: np.ndarray
+    train_starts: np.ndarray  # lines: start offset of each line in `train` (empty in stream)
+    val_starts: np.ndarray
+    unk_chars: int  # characters of the text that became <UNK>
+    chars: int  # characters in the text
+    cut_lines: int = 0  # lines: lines longer than max_len that were cut
+
+
+def line_starts(ids: np.ndarray) -> np.ndarray:
+    """Start offsets of the <EOS>-terminated lines in `ids`."""
+    ends = np.flatnonzero(ids == EOS)
+    return np.r_[0, ends[:-1] + 1].astype(np.int64) if len(ends) else np.zeros(0, np.int64)
+
+
+def encode_lines(text: str, vocab: Vocab) -> tuple[np.ndarray, int]:
+    """Non-empty lines, each followed by <EOS>, and the count of <UNK> characters."""
+    ids, n_unk = vocab.encode(text if text.endswith("\n") else text + "\n", newline_as_eos=True)
+    keep = np.ones(len(ids), dtype=bool)  # drop the <EOS> of empty lines
+    eos = ids == EOS
+    keep[1:] &= ~(eos[1:] & eos[:-1])
+    keep[0] = not eos[0]
+    ids = ids[keep]
+    return ids, n_unk
+
+
+def make_corpus(
+    text: str,
+    mode: str = "auto",
+    val_fraction: float = 0.1,
+    min_count: int = 1,
+    max_vocab: int = 0,
+    seed: int = 0,
+    vocab: Vocab | None = None,
+) -> Corpus:
+    """Encode `text` and split it deterministically: a seeded random subset of lines in
+    lines mode, the last `val_fraction` of the text in stream mode."""
+    if mode == "auto":
+        mode = choose_mode(text)
+    if mode not in ("lines", "stream"):
+        raise CharrnnError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if not 0 <= val_fraction < 1:
+        raise CharrnnError(f"--val-fraction must be in [0, 1), not {val_fraction}")
+    if vocab is None:
+        vocab = Vocab.build(count_chars(text), min_count, max_vocab, exclude="\n" if mode == "lines" else "")
+    if mode == "lines":
+        ids, n_unk = encode_lines(text, vocab)
+        starts = line_starts(ids)
+        if len(starts) == 0:
+            raise CharrnnError("the text has no non-empty lines")
+        lengths = np.diff(np.r_[starts, len(ids)])
+        n_val = int(round(val_fraction * len(starts))) if len(starts) > 1 else 0
+        if val_fraction > 0 and len(starts) > 1:
+            n_val = min(max(n_val, 1), len(starts) - 1)
+        order = np.random.default_rng([seed, 1]).permutation(len(starts))
+        val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+        train, train_starts = _gather_lines(ids, starts, lengths, train_idx)
+        val, val_starts = _gather_lines(ids, starts, lengths, val_idx)
+        return Corpus(mode, vocab, train, val, train_starts, val_starts, n_unk, len(text))
+    ids, n_unk = vocab.encode(text)
+    n_val = int(len(ids) * val_fraction)
+    if val_fraction > 0 and len(ids) - n_val < 2:
+        n_val = max(0, len(ids) - 2)
+    empty = np.zeros(0, np.int64)
+    train, val = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
+    return Corpus(mode, vocab, train, val, empty, empty, n_unk, len(text))
+
+
+def _gather_lines(ids, starts, lengths, idx):
+    if len(idx) == len(starts):
+        return ids, starts
+    pieces = [ids[starts[i] : starts[i] + lengths[i]] for i in idx]
+    out = np.concatenate(pieces) if pieces else ids[:0]
+    return out, line_starts(out)
+
+
+# ---------------------------------------------------------------- batches
+
+
+def lines_batch(
+    ids: np.ndarray, starts: np.ndarray, which: np.ndarray, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x, y (T, B) int32 and mask (T, B) for the lines numbered `which`.
+
+    A line longer than max_len characters is cut to its first max_len (no <EOS> target)."""
+    ends = np.r_[starts[1:], len(ids)]
+    lengths = np.minimum(ends[which] - starts[which], max_len + 1)  # with <EOS>
+    T, B = int(lengths.max()), len(which)
+    y = np.zeros((T, B), dtype=np.int32)
+    mask = np.zeros((T, B), dtype=np.float32)
+    for b, (s, n) in enumerate(zip(starts[which], lengths)):
+        y[:n, b] = ids[s : s + n]
+        mask[:n, b] = 1
+    x = np.empty_like(y)
+    x[0] = EOS
+    x[1:] = y[:-1]
+    return x, y, mask
+
+
+@dataclass
+class StreamLayout:
+    """Where B parallel streams of T-step chunks fall in an id array of length n."""
+
+    n: int
+    batch_size: int
+    seq_len: int
+
+    @property
+    def stream_len(self) -> int:  # characters of input per stream
+        return (self.n - 1) // self.batch_size
+
+    @property
+    def chunks(self) -> int:  # chunks per epoch
+        return self.stream_len // self.seq_len
+
+    def batch(self, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """x, y (T, B) int32 of chunk k."""
+        T, L = self.seq_len, self.stream_len
+        pos = np.arange(self.batch_size)[None, :] * L + k * T + np.arange(T)[:, None]  # (T, B)
+        return ids[pos].astype(np.int32), ids[pos + 1].astype(np.int32)
+
+
+def fit_stream(n: int, batch_size: int, seq_len: int) -> tuple[int, int, list[str]]:
+    """Shrink batch size, then sequence length, so that one epoch has at least one chunk."""
+    notes = []
+    if n < 2:
+        raise CharrnnError("the training text needs at least 2 characters")
+    if (n - 1) // batch_size < seq_len:
+        b = max(1, min(batch_size, (n - 1) // seq_len))
+        if b != batch_size:
+            notes.append(f"batch size {batch_size} -> {b}: the text is short")
+            batch_size = b
+    if (n - 1) // batch_size < seq_len:
+        t = (n - 1) // batch_size
+        notes.append(f"sequence length {seq_len} -> {t}: the text is shorter than one sequence")
+        seq_len = t
+    return batch_size, seq_len, notes
