@@ -52,11 +52,16 @@ class Checkpoint:
         return self.best if self.best is not None else self.params
 
 
-def line_hashes(lines: list[str]) -> np.ndarray:
-    """Sorted unique 64-bit BLAKE2b hashes of `lines`."""
+def hash_each(lines: list[str]) -> np.ndarray:
+    """A 64-bit BLAKE2b hash of every line, in order: (len(lines),) uint64."""
     h = [int.from_bytes(hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
          for s in lines]
-    return np.unique(np.array(h, dtype=np.uint64))
+    return np.array(h, dtype=np.uint64)
+
+
+def line_hashes(lines: list[str]) -> np.ndarray:
+    """Sorted unique hashes of `lines`: what a checkpoint keeps to tell novel samples."""
+    return np.unique(hash_each(lines))
 
 
 def save(path: str | os.PathLike, ck: Checkpoint) -> None:

@@ -160,6 +160,7 @@ class Trainer:
             "progress": {
                 "step": self.step, "epoch": self.epoch, "pos": self.pos,
                 "rng": self.rng.bit_generator.state, "evals_since_best": self.evals_since_best,
+                "epochs_done": self.epoch + self.pos / self.batches_per_epoch,
             },
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
             "wall_time": self.wall_time,
@@ -326,3 +327,20 @@ def evaluate(
         total += loss * m
         count += m
     return total / count
+
+
+def auto_settings(mode: str, train_chars: int) -> dict[str, Any]:
+    """Defaults chosen from the data, for every option the user leaves out.
+
+    Measured on names.txt and tiny-shakespeare (see benchmarks/quality.py): small line
+    lists want a small, fast model; running text wants more capacity as it grows."""
+    if mode == "lines":
+        return dict(cell="lstm", hidden_size=256, layers=1, dropout=0.0, seq_len=64, batch_size=64,
+                    lr=3e-3, eval_every=200, patience=5, epochs=30.0)
+    if train_chars < 200_000:
+        size = dict(hidden_size=128, layers=1, dropout=0.0)
+    elif train_chars < 3_000_000:
+        size = dict(hidden_size=256, layers=2, dropout=0.1)
+    else:
+        size = dict(hidden_size=512, layers=2, dropout=0.1)
+    return dict(cell="lstm", seq_len=64, batch_size=32, lr=2e-3, eval_every=200, patience=5, epochs=30.0, **size)

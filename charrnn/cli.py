@@ -1,0 +1,218 @@
+"""The `charrnn` command: a thin Typer skin over the library.
+
+Heavy imports (numpy, rich, tqdm, the model) happen inside the commands, so that
+`charrnn --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(
+    name="charrnn",
+    help="Train character-level RNN/GRU/LSTM language models on any text file, and generate from them.\n\n"
+    "Example: charrnn train corpora/names.txt --time 2 && charrnn sample names.npz -n 20",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Cell(str, Enum):
+    lstm = "lstm"
+    gru = "gru"
+    rnn = "rnn"
+
+
+class Activation(str, Enum):
+    tanh = "tanh"
+    relu = "relu"
+
+
+class Mode(str, Enum):
+    auto = "auto"
+    lines = "lines"
+    stream = "stream"
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    adagrad = "adagrad"
+    sgd = "sgd"
+
+
+class ClipMode(str, Enum):
+    norm = "norm"
+    value = "value"
+
+
+class Dtype(str, Enum):
+    float32 = "float32"
+    float64 = "float64"
+
+
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _out_console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _val(e: Any) -> Any:
+    return e.value if isinstance(e, Enum) else e
+
+
+# ---------------------------------------------------------------- train
+
+
+@app.command(
+    help="Train a model on TEXT_FILE and save it as a checkpoint (.npz).\n\n"
+    "Options left out are chosen from the text (its size and whether it is a list of lines or "
+    "running text) and printed before training starts. Press Ctrl-C to stop: the checkpoint is "
+    "saved and can be resumed.\n\n"
+    "Example: charrnn train corpora/names.txt --time 2\n\n"
+    "Example: charrnn train corpora/shakespeare.txt --cell lstm --hidden-size 512 --time 15"
+)
+def train(
+    ctx: typer.Context,
+    text_file: Path = typer.Argument(..., help="UTF-8 text to learn from."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Checkpoint to write [default: TEXT_FILE's stem + .npz here]."),
+    cell: Optional[Cell] = typer.Option(None, help="Recurrent cell."),
+    hidden_size: Optional[int] = typer.Option(None, min=1, help="Hidden units per layer."),
+    layers: Optional[int] = typer.Option(None, min=1, help="Stacked recurrent layers."),
+    activation: Activation = typer.Option(Activation.tanh, help="Activation of the vanilla RNN (relu starts from an identity recurrence)."),
+    dropout: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Dropout on each layer's output while training."),
+    mode: Mode = typer.Option(Mode.auto, help="lines: each line is one example (names, words); stream: running text; auto: decide from the text."),
+    seq_len: Optional[int] = typer.Option(None, min=1, help="stream: characters per BPTT chunk; lines: longest line modelled."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Lines or streams per step."),
+    val_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Fraction held out for validation (random lines, or the end of running text)."),
+    min_count: int = typer.Option(1, min=1, help="Characters seen fewer times become <UNK>."),
+    max_vocab: int = typer.Option(0, min=0, help="Keep only the most frequent characters (0: all)."),
+    optimizer: Optimizer = typer.Option(Optimizer.adam, help="Optimizer."),
+    lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate."),
+    lr_decay: float = typer.Option(1.0, min=0.0, max=1.0, help="Multiply the learning rate by this after each epoch."),
+    clip: float = typer.Option(5.0, min=0.0, help="Gradient clipping threshold (0: off)."),
+    clip_mode: ClipMode = typer.Option(ClipMode.norm, help="norm: rescale the global gradient norm; value: clip each element."),
+    steps: Optional[int] = typer.Option(None, min=0, help="Stop after this many steps in all."),
+    epochs: Optional[float] = typer.Option(None, min=0.0, help="Stop after this many passes over the training text."),
+    time: Optional[float] = typer.Option(None, "--time", min=0.0, help="Stop this run after this many minutes."),
+    eval_every: Optional[int] = typer.Option(None, min=1, help="Steps between validation, sample preview and checkpoint save."),
+    patience: Optional[int] = typer.Option(None, min=0, help="Stop when validation has not improved for this many evaluations (0: never)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same model."),
+    dtype: Dtype = typer.Option(Dtype.float32, help="Floating-point type of the model."),
+    resume: Optional[Path] = typer.Option(None, help="Continue training from this checkpoint (same optimizer state, data position and RNG)."),
+    encoding: str = typer.Option("utf-8", help="Encoding of TEXT_FILE."),
+    errors: str = typer.Option("strict", help="What to do with bytes that do not decode: strict, replace or ignore."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or previews."),
+) -> None:
+    from charrnn.commands import run_train
+
+    given = {k: _val(v) for k, v in locals().items() if k not in ("run_train", "ctx")}
+    explicit = {k for k in given if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+    sys.exit(run_train(given, explicit))
+
+
+# ---------------------------------------------------------------- sample
+
+
+@app.command(
+    help="Generate text from a checkpoint. Samples go to stdout, one per line for line-trained "
+    "models (names); notes go to stderr.\n\n"
+    "Example: charrnn sample names.npz -n 20 --temperature 0.8\n\n"
+    "Example: charrnn sample shakespeare.npz --prime 'ROMEO:' --length 500"
+)
+def sample(
+    ckpt: Path = typer.Argument(..., help="Checkpoint written by `charrnn train`."),
+    num: int = typer.Option(10, "--num", "-n", min=1, help="How many samples (generated together as one batch)."),
+    length: Optional[int] = typer.Option(None, min=1, help="Characters per sample [lines: at most the training line limit; stream: 500]."),
+    temperature: float = typer.Option(1.0, min=0.0, help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy."),
+    top_k: int = typer.Option(0, min=0, help="Sample only among the K most likely characters (0: off)."),
+    top_p: float = typer.Option(1.0, max=1.0, help="Sample only among the most likely characters whose probabilities add up to P."),
+    prime: str = typer.Option("", help="Text to start from; samples continue it."),
+    seed: Optional[int] = typer.Option(None, help="Random seed for reproducible samples."),
+    allow_unk: bool = typer.Option(False, help="Allow the <UNK> token (shown as U+FFFD) in samples."),
+    novel: bool = typer.Option(False, help="Keep only samples that are not lines of the training text, and report the novelty rate."),
+) -> None:
+    from charrnn.commands import run_sample
+
+    sys.exit(run_sample(ckpt, num, length, temperature, top_k, top_p, prime, seed, allow_unk, novel))
+
+
+# ---------------------------------------------------------------- inspect / eval
+
+
+@app.command(
+    help="Show what is inside a checkpoint: model, data, vocabulary, parameters and training curves.\n\n"
+    "Example: charrnn inspect names.npz\n\nExample: charrnn inspect names.npz --json | jq .training.best_val_loss"
+)
+def inspect(
+    ckpt: Path = typer.Argument(..., help="Checkpoint written by `charrnn train`."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    from charrnn.commands import run_inspect
+
+    sys.exit(run_inspect(ckpt, json_))
+
+
+@app.command(
+    name="eval",
+    help="Loss of a checkpoint on another text file, in nats and bits per character and as perplexity.\n\n"
+    "Example: charrnn eval names.npz held_out_names.txt --json",
+)
+def eval_(
+    ckpt: Path = typer.Argument(..., help="Checkpoint written by `charrnn train`."),
+    text_file: Path = typer.Argument(..., help="Text to score."),
+    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    encoding: str = typer.Option("utf-8", help="Encoding of TEXT_FILE."),
+    errors: str = typer.Option("strict", help="strict, replace or ignore undecodable bytes."),
+) -> None:
+    from charrnn.commands import run_eval
+
+    sys.exit(run_eval(ckpt, text_file, json_, encoding, errors))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one `Error:` line on stderr, never a traceback."""
+    from charrnn.errors import CharrnnError
+
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="charrnn", standalone_mode=False)
+    except CharrnnError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except (KeyboardInterrupt, typer.Abort):
+        print("Error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # `charrnn sample ... | head`
+        sys.stderr.close()
+        sys.exit(0)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:
+        # click's usage errors (typer may bundle its own click, so match by shape, not by class)
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            print(ctx.get_help(), file=sys.stderr)
+            sys.exit(2)
+        name = getattr(ctx, "info_name", "charrnn")
+        hint = f" (see 'charrnn {name} --help')" if name and name != "charrnn" else ""
+        print(f"Error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

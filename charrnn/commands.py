@@ -1,0 +1,364 @@
+"""What each CLI command does once its options are parsed: call the library, show results."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+import zlib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from charrnn import checkpoint, data, report
+from charrnn.errors import CharrnnError
+from charrnn.model import ModelConfig, param_shapes, textbook_param_count
+from charrnn.sample import check_options, generate, generate_from
+from charrnn.train import Trainer, TrainConfig, auto_settings
+
+MODEL_FIELDS = ("cell", "hidden_size", "layers", "activation", "dropout", "dtype")
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
+# options that may change when resuming; the others define the model and its data
+RESUMABLE = {"dropout", "lr", "lr_decay", "clip", "clip_mode", "steps", "epochs", "time_minutes",
+             "eval_every", "patience", "quiet", "out", "resume", "text_file", "encoding", "errors"}
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def shown(ch: str) -> str:
+    """A vocabulary character as a person can read it."""
+    return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(ch, ch if ch.isprintable() else f"\\u{ord(ch):04x}")
+
+
+def fingerprint(ids: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(ids).tobytes())
+
+
+# ---------------------------------------------------------------- train
+
+
+def _resolve(o: dict[str, Any], explicit: set[str], corpus: data.Corpus) -> tuple[ModelConfig, TrainConfig, set[str]]:
+    """Options the user gave, else defaults chosen from the corpus, else the option defaults."""
+    auto = auto_settings(corpus.mode, len(corpus.train))
+    o = dict(o, time_minutes=o["time"] or 0.0)
+    stops = {"steps", "epochs", "time"} & explicit
+    chosen: set[str] = set()
+    values = {}
+    for name in set(MODEL_FIELDS) | set(TRAIN_FIELDS):
+        v = o.get(name)
+        if name in ("steps", "epochs", "time_minutes") and stops:
+            v = v or 0
+        elif v is None and name in auto:
+            v = auto[name]
+            chosen.add(name)
+        if v is not None:
+            values[name] = v
+    values["mode"] = corpus.mode
+    model_cfg = ModelConfig(len(corpus.vocab), **{k: values[k] for k in MODEL_FIELDS if k in values})
+    train_cfg = TrainConfig(**{k: values[k] for k in TRAIN_FIELDS if k in values})
+    return model_cfg, train_cfg, chosen
+
+
+def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], corpus: data.Corpus,
+                  source: str, n_params: int) -> Table:
+    t = Table(title=f"charrnn train [bold]{source}[/]", title_justify="left", box=None, pad_edge=False,
+              show_header=False)
+    t.add_column(style="dim", no_wrap=True)
+    t.add_column(overflow="fold")
+
+    def v(name: str, value: Any) -> str:
+        return f"{value}" + (" [dim](auto)[/]" if name in chosen else "")
+
+    stops = [f"{cfg.steps:,} steps" if cfg.steps else "",
+             v("epochs", f"{cfg.epochs:g} epochs") if cfg.epochs else "",
+             f"{cfg.time_minutes:g} min" if cfg.time_minutes else "",
+             v("patience", f"{cfg.patience} evals without improvement") if cfg.patience else ""]
+    rows = [
+        ("data", f"{corpus.mode} mode, {corpus.chars:,} chars, {corpus.unk_chars:,} unknown"),
+        ("vocabulary", f"{len(corpus.vocab)} ({len(corpus.vocab) - 2} chars + <UNK> + <EOS>)"),
+        ("train / val", f"{len(corpus.train):,} / {len(corpus.val):,} ids"
+         + (f" ({len(corpus.train_starts):,} / {len(corpus.val_starts):,} lines)" if corpus.mode == "lines" else "")),
+        ("model", f"{v('cell', model_cfg.cell)}" + (f" ({model_cfg.activation})" if model_cfg.cell == "rnn" else "")
+         + f", {v('layers', model_cfg.layers)} × {v('hidden_size', model_cfg.hidden_size)}, dropout "
+         + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}, {n_params:,} parameters"),
+        ("batches", f"{v('batch_size', cfg.batch_size)} × "
+         + (f"{v('seq_len', cfg.seq_len)} steps" if corpus.mode == "stream" else f"lines up to {v('seq_len', cfg.seq_len)}")),
+        ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}" + (f", decay {cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
+         + (f", clip {cfg.clip} ({cfg.clip_mode})" if cfg.clip else ", no clipping")),
+        ("stop at", ", ".join(s for s in stops if s) or "Ctrl-C"),
+        ("evaluate", f"every {v('eval_every', cfg.eval_every)} steps, seed {cfg.seed}"),
+    ]
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def run_train(o: dict[str, Any], explicit: set[str]) -> int:
+    from tqdm import tqdm
+
+    text_file = Path(o["text_file"])
+    resume = checkpoint.load(o["resume"]) if o["resume"] else None
+    target = Path(o["out"]) if o["out"] else (Path(o["resume"]) if o["resume"] else Path.cwd() / f"{text_file.stem}.npz")
+    if target.exists() and (target.is_dir() or target.suffix != ".npz"):
+        raise CharrnnError(f"{target}: refusing to overwrite something that is not a .npz checkpoint (use --out)")
+    if not target.parent.is_dir():
+        raise CharrnnError(f"{target.parent}: no such folder for the checkpoint")
+    text = data.read_text(text_file, o["encoding"], o["errors"])
+    notes: list[str] = []
+    if resume is None:
+        corpus = data.make_corpus(text, o["mode"], o["val_fraction"], o["min_count"], o["max_vocab"], o["seed"])
+        model_cfg, cfg, chosen = _resolve(o, explicit, corpus)
+        trainer = Trainer(corpus, model_cfg, cfg, source=text_file.name)
+        trainer.fingerprint = fingerprint(corpus.train)
+    else:
+        old = resume.meta.get("train", {})
+        for name in explicit - RESUMABLE:
+            key = "time_minutes" if name == "time" else name
+            before = old.get(key, getattr(resume.cfg, key, None))
+            if before is not None and before != o[name] and name != "mode":
+                raise CharrnnError(f"--{name.replace('_', '-')} cannot change when resuming "
+                                   f"(the checkpoint has {before}); train a new model instead")
+        cfg = TrainConfig.from_dict(old)
+        for name in explicit & RESUMABLE:
+            key = "time_minutes" if name == "time" else name
+            if hasattr(cfg, key):
+                setattr(cfg, key, o[name])
+        if "time" not in explicit:
+            cfg.time_minutes = 0.0
+        model_cfg = resume.cfg
+        if "dropout" in explicit:
+            model_cfg = ModelConfig(**dict(resume.cfg.to_dict(), dropout=o["dropout"]))
+        corpus = data.make_corpus(text, resume.meta["mode"], cfg.val_fraction, cfg.min_count, cfg.max_vocab,
+                                  cfg.seed, vocab=resume.vocab)
+        trainer = Trainer(corpus, model_cfg, cfg, resume=resume)
+        trainer.fingerprint = fingerprint(corpus.train)
+        if resume.meta.get("corpus", {}).get("fingerprint") not in (None, trainer.fingerprint):
+            notes.append("this text differs from the one the checkpoint was trained on: "
+                         "training continues on it, but this is not an exact resume")
+        chosen = set()
+    notes += trainer.notes
+    if corpus.unk_chars and corpus.unk_chars > 0:
+        notes.append(f"{corpus.unk_chars:,} characters of the text are <UNK> (rarer than --min-count, "
+                     "beyond --max-vocab, or not in the resumed vocabulary)")
+    quiet = o["quiet"]
+    n_params = sum(int(np.prod(s)) for s in param_shapes(model_cfg).values())
+    assert n_params == textbook_param_count(model_cfg)
+    if not quiet:
+        out.print(_config_table(model_cfg, trainer.cfg, chosen, corpus, text_file.name, n_params))
+        if resume is not None:
+            out.print(f"[dim]resuming from[/] {o['resume']} [dim]at step[/] {trainer.step:,}")
+    for note in notes:
+        err.print(f"[yellow]Note:[/] {note}")
+
+    def save() -> None:
+        ck = trainer.checkpoint()
+        ck.meta["corpus"]["fingerprint"] = trainer.fingerprint
+        checkpoint.save(target, ck)
+
+    cfg = trainer.cfg
+    total = cfg.steps or (math.ceil(cfg.epochs * trainer.batches_per_epoch) if cfg.epochs else None)
+    bar = tqdm(total=total, initial=trainer.step, unit="step", dynamic_ncols=True, disable=True if quiet else None,
+               file=sys.stderr, smoothing=0.05, mininterval=0.25)
+    started = time.perf_counter()
+    chars0 = trainer.chars_seen
+    ema: list[float] = []
+    last_val: list[float | None] = [trainer.val_losses[-1][1] if trainer.val_losses else None]
+
+    def on_step(tr: Trainer, loss: float) -> None:
+        ema.append(loss if not ema else 0.95 * ema[-1] + 0.05 * loss)
+        if tr.step % 5 == 0 or tr.step == total:
+            elapsed = time.perf_counter() - started
+            post = f"loss {ema[-1]:.3f}"
+            if last_val[0] is not None:
+                post += f", val {last_val[0]:.3f}"
+            post += f", {(tr.chars_seen - chars0) / max(elapsed, 1e-9):,.0f} chars/s"
+            if cfg.time_minutes:
+                post += f", {max(0.0, cfg.time_minutes * 60 - elapsed) / 60:.1f} min left"
+            bar.set_postfix_str(post, refresh=False)
+        bar.update(1)
+
+    def on_eval(tr: Trainer, val: float | None) -> None:
+        last_val[0] = val
+        save()
+        if quiet:
+            return
+        best = " [green]best[/]" if tr.evals_since_best == 0 else ""
+        line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(tr.train_losses[-cfg.eval_every:]):.4f}"
+        if val is not None:
+            line += f"  [dim]val[/] {val:.4f}{best}"
+        s = generate(tr.params, model_cfg, corpus.vocab, corpus.mode, n=4 if corpus.mode == "lines" else 1,
+                     length=cfg.seq_len if corpus.mode == "lines" else 80, temperature=0.8,
+                     rng=np.random.default_rng(tr.step))
+        preview = ", ".join(s.texts) if corpus.mode == "lines" else s.texts[0]
+        preview = preview.replace("\n", "⏎")[:90]
+        bar.clear()
+        err.print(line + f"  [cyan]{Text(preview).markup}[/]")
+        bar.refresh()
+
+    signals = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+    got: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if got and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+        got.append(signum)
+        trainer.stop_requested = True
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        trainer.fit(on_step, on_eval)
+    except KeyboardInterrupt:
+        bar.close()
+        raise CharrnnError(f"interrupted twice: stopped without saving; {target} holds the last evaluation") from None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        bar.close()
+    if trainer.stop_reason == "interrupted":
+        err.print(f"[yellow]{signals[got[0]]}[/]: saved {target} at step {trainer.step:,}. Resume with:\n"
+                  f"  charrnn train {text_file} --resume {target}")
+        return 130 if got[0] == signal.SIGINT else 143
+    if not quiet:
+        best = trainer.best_val
+        fig = report.loss_figures(best if math.isfinite(best) else None)
+        summary = f"[bold]done[/]: {trainer.stop_reason}; {trainer.step:,} steps in {trainer.wall_time:,.0f} s"
+        if fig["loss"] is not None:
+            summary += (f"; best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} nats/char "
+                        f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
+        out.print(summary)
+        out.print(f"saved [bold]{target}[/]: try  charrnn sample {target} -n 10")
+    return 0
+
+
+# ---------------------------------------------------------------- sample
+
+
+def run_sample(ckpt: Path, num: int, length: int | None, temperature: float, top_k: int, top_p: float,
+               prime: str, seed: int | None, allow_unk: bool, novel: bool) -> int:
+    check_options(temperature, top_k, top_p, num, length or 1)
+    ck = checkpoint.load(ckpt)
+    mode = ck.meta.get("mode", "stream")
+    if length is None:
+        length = int(ck.meta.get("train", {}).get("seq_len", 64)) if mode == "lines" else 500
+    rng = np.random.default_rng(seed)
+    s = generate_from(ck, num, novel, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
+                      prime=prime, rng=rng, allow_unk=allow_unk)
+    if s.prime_unk:
+        err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
+                  "they were read as <UNK>")
+    sep = "\n" if mode == "lines" else "\n\n"
+    sys.stdout.write(sep.join(s.texts) + "\n")
+    sys.stdout.flush()
+    if novel:
+        rate = s.novel / max(s.generated, 1)
+        err.print(f"novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not training lines")
+        if len(s.texts) < num:
+            err.print(f"[yellow]Warning:[/] only {len(s.texts)} novel samples found")
+    return 0
+
+
+# ---------------------------------------------------------------- inspect
+
+
+def run_inspect(ckpt: Path, as_json: bool) -> int:
+    ck = checkpoint.load(ckpt)
+    s = report.summary(ck, str(ckpt))
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return 0
+    from charrnn.chart import line_chart
+
+    m, d, tr, prm = s["config"]["model"], s["data"], s["training"], s["parameters"]
+    out.print(f"[bold]{ckpt}[/]  [dim](format {s['format_version']})[/]")
+    top = Table(box=None, show_header=False, pad_edge=False)
+    for _ in range(4):
+        top.add_column()
+    cell = m["cell"] + (f" ({m['activation']})" if m["cell"] == "rnn" else "")
+    top.add_row("[dim]model[/]", f"{cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}",
+                "[dim]data[/]", f"{d.get('mode')} mode, {d.get('source') or '?'}, {d.get('chars', 0):,} chars"
+                + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
+    out.print(top)
+    vocab = "".join(shown(c) for c in s["vocab"]["chars"])
+    out.print(f"[dim]vocabulary[/] {s['vocab']['size']}: <UNK> <EOS> {Text(vocab).markup}")
+
+    t = Table(title="parameters" + (" (best validation weights)" if prm["best_weights"] else ""), title_justify="left")
+    for col in ("name", "shape", "count", "mean", "std", "min", "max", "L2 norm"):
+        t.add_column(col, justify="left" if col in ("name", "shape") else "right")
+    for name, a in prm["arrays"].items():
+        t.add_row(name, "×".join(map(str, a["shape"])), f"{a['count']:,}",
+                  *(f"{a[k]:+.4f}" if k in ("mean", "min", "max") else f"{a[k]:.4f}" for k in ("mean", "std", "min", "max", "l2")))
+    ok = prm["total"] == prm["textbook_total"]
+    t.add_section()
+    t.add_row("[bold]total[/]", "", f"[bold]{prm['total']:,}[/]")
+    out.print(t)
+    out.print("[green]✓ total matches the textbook formula[/]" if ok
+              else f"[red]✗ the textbook formula says {prm['textbook_total']:,}[/]")
+
+    g = Table(title="training", title_justify="left", box=None, show_header=True, pad_edge=False)
+    for col in ("", "nats/char", "bits/char", "perplexity"):
+        g.add_column(col, justify="right" if col else "left")
+    for label, key in (("final train", "final_train"), ("final val", "final_val"), ("best val", "best_val")):
+        f = tr[key]
+        if f["loss"] is not None:
+            g.add_row(label, f"{f['loss']:.4f}", f"{f['bits_per_char']:.4f}", f"{f['perplexity']:.3f}")
+    out.print(g)
+    rate = f"{tr['chars_per_s']:,.0f} chars/s" if tr["chars_per_s"] else "-"
+    out.print(f"[dim]steps[/] {tr['steps']:,}  [dim]epochs[/] {tr['epochs']:.2f}  [dim]chars seen[/] {tr['chars_seen']:,}"
+              f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}"
+              + (f"  [dim]stopped:[/] {tr['stop_reason']}" if tr["stop_reason"] else ""))
+    h = tr["history"]
+    series = {}
+    if h["train"]:
+        a = np.array(h["train"])
+        series["train"] = (a[:, 0], a[:, 1])
+    if h["val"]:
+        a = np.array(h["val"])
+        series["val"] = (a[:, 0], a[:, 1])
+    if series:
+        out.print("\n[dim]loss[/]   [blue]• train[/]   [magenta]× validation[/]")
+        for row in line_chart(series):
+            out.print(Text(row).markup.replace("•", "[blue]•[/]").replace("×", "[magenta]×[/]"))
+    return 0
+
+
+# ---------------------------------------------------------------- eval
+
+
+def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: str) -> int:
+    from charrnn.train import evaluate
+
+    ck = checkpoint.load(ckpt)
+    text = data.read_text(text_file, encoding, errors)
+    mode = ck.meta.get("mode", "stream")
+    if mode == "lines":
+        ids, unk = data.encode_lines(text, ck.vocab)
+        starts = data.line_starts(ids)
+        chars = int(len(ids))
+    else:
+        ids, unk = ck.vocab.encode(text)
+        starts = np.zeros(0, np.int64)
+        if len(ids) < 2:
+            raise CharrnnError(f"{text_file}: needs at least 2 characters to score")
+        chars = int(len(ids)) - 1  # the first character is context, not predicted
+    seq_len = int(ck.meta.get("train", {}).get("seq_len", 64))
+    loss = evaluate(ck.sampling_params, ck.cfg, mode, ids, starts, seq_len=seq_len if mode == "stream" else 10**9)
+    fig = report.loss_figures(loss)
+    result = {**fig, "chars": chars, "unk_chars": int(unk), "mode": mode, "file": str(text_file)}
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    out.print(f"[bold]{text_file}[/] ({mode} mode): {chars:,} characters scored"
+              + (" (<EOS> included)" if mode == "lines" else ""))
+    out.print(f"  loss       {fig['loss']:.4f} nats/char\n  bits/char  {fig['bits_per_char']:.4f}\n"
+              f"  perplexity {fig['perplexity']:.3f}")
+    if unk:
+        err.print(f"[yellow]Note:[/] {unk:,} characters are not in the model's vocabulary and were scored as <UNK>")
+    return 0

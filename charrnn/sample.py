@@ -1,0 +1,149 @@
+"""Generating text: n samples advance together as one batch, one character per step.
+
+Next-character choice from logits z (V,): greedy argmax when the temperature is 0;
+otherwise p = softmax(z / temperature), restricted to the k most likely characters
+(top-k) and/or to the smallest set whose probability reaches top_p (nucleus), renormalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from charrnn import model
+from charrnn.checkpoint import Checkpoint, hash_each
+from charrnn.errors import CharrnnError
+from charrnn.model import ModelConfig, Params
+from charrnn.vocab import EOS, UNK, Vocab
+
+
+def check_options(temperature: float, top_k: int, top_p: float, n: int = 1, length: int = 1) -> None:
+    p = []
+    if not temperature >= 0 or not np.isfinite(temperature):
+        p.append(f"--temperature must be 0 or more, not {temperature}")
+    if top_k < 0:
+        p.append(f"--top-k must be 0 (off) or more, not {top_k}")
+    if not 0 < top_p <= 1:
+        p.append(f"--top-p must be in (0, 1], not {top_p}")
+    if n < 1:
+        p.append(f"--num must be at least 1, not {n}")
+    if length < 1:
+        p.append(f"--length must be at least 1, not {length}")
+    if p:
+        raise CharrnnError("; ".join(p))
+
+
+def pick(
+    logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> np.ndarray:
+    """One id per row of logits (B, V); -inf logits are never chosen."""
+    if temperature == 0:
+        return logits.argmax(axis=1)
+    z = logits.astype(np.float64) / temperature  # (B, V)
+    V = z.shape[1]
+    if 0 < top_k < V:
+        kth = np.partition(z, V - top_k, axis=1)[:, V - top_k, None]  # (B, 1)
+        z[z < kth] = -np.inf
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if top_p < 1:
+        order = np.argsort(-p, axis=1, kind="stable")
+        ps = np.take_along_axis(p, order, axis=1)
+        drop = np.cumsum(ps, axis=1) - ps >= top_p  # mass before this one already reaches top_p
+        np.put_along_axis(p, order, np.where(drop, 0.0, ps), axis=1)
+    cdf = np.cumsum(p, axis=1)  # (B, V)
+    u = rng.random((len(p), 1)) * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=1), V - 1)
+
+
+@dataclass
+class Samples:
+    texts: list[str]
+    prime_unk: int = 0  # characters of the prime that became <UNK>
+    generated: int = 0  # samples generated in all (more than len(texts) with --novel)
+    novel: int = -1  # how many of those were not training lines (-1: not checked)
+
+
+def generate(
+    params: Params,
+    cfg: ModelConfig,
+    vocab: Vocab,
+    mode: str,
+    n: int = 1,
+    length: int = 200,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    prime: str = "",
+    rng: np.random.Generator | None = None,
+    allow_unk: bool = False,
+) -> Samples:
+    """`n` samples of at most `length` new characters each, after `prime`.
+
+    lines mode: each sample starts from an empty line (+ prime) and ends at <EOS>.
+    stream mode: each sample continues the prime (or a newline) for exactly `length` characters."""
+    check_options(temperature, top_k, top_p, n, length)
+    rng = rng if rng is not None else np.random.default_rng()
+    prime_ids, prime_unk = vocab.encode(prime)
+    if mode == "lines":
+        context = np.r_[EOS, prime_ids]
+    elif len(prime_ids):
+        context = prime_ids
+    else:
+        nl = vocab.id_of("\n")
+        context = np.array([nl if nl != UNK else EOS])
+    context = context.astype(np.int32)
+    state = None
+    if len(context) > 1:  # run the prime through the model once, for all rows together
+        x = np.repeat(context[:-1, None], n, axis=1)  # (T, n)
+        _, state, _ = model.forward(params, cfg, x, state)
+    banned = [] if allow_unk else [UNK]
+    if mode == "stream":
+        banned.append(EOS)  # stream text never ends
+    last = np.full(n, context[-1], dtype=np.int32)
+    out = np.full((length, n), EOS, dtype=np.int32)
+    done = np.zeros(n, dtype=bool)
+    for t in range(length):
+        logits, state, _ = model.forward(params, cfg, last[None, :], state)
+        z = logits[0]  # (n, V)
+        z[:, banned] = -np.inf
+        nxt = pick(z, rng, temperature, top_k, top_p).astype(np.int32)
+        if mode == "lines":
+            nxt[done] = EOS
+            done |= nxt == EOS
+        out[t] = nxt
+        last = nxt
+        if done.all():
+            break
+    texts = []
+    for b in range(n):
+        ids = out[:, b]
+        if mode == "lines":
+            ends = np.flatnonzero(ids == EOS)
+            ids = ids[: ends[0]] if len(ends) else ids
+        texts.append(prime + vocab.decode(ids))
+    return Samples(texts, prime_unk, n)
+
+
+def generate_from(ck: Checkpoint, n: int = 1, novel: bool = False, max_rounds: int = 20, **kw) -> Samples:
+    """`generate` with a checkpoint's best weights; with `novel`, only samples that are not
+    lines of the training text, generating more rounds (up to `max_rounds`) as needed."""
+    mode = ck.meta.get("mode", "stream")
+    if not novel:
+        return generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
+    if mode != "lines" or len(ck.line_hashes) == 0:
+        raise CharrnnError("--novel needs a checkpoint trained in lines mode (it compares whole lines)")
+    kept: list[str] = []
+    generated, novel_count, prime_unk = 0, 0, 0
+    for _ in range(max_rounds):
+        s = generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
+        generated += len(s.texts)
+        prime_unk = s.prime_unk
+        is_new = ~np.isin(hash_each(s.texts), ck.line_hashes)
+        novel_count += int(is_new.sum())
+        kept.extend(t for t, new in zip(s.texts, is_new) if new)
+        if len(kept) >= n:
+            break
+    return Samples(kept[:n], prime_unk, generated, novel_count)
