@@ -29,8 +29,8 @@ TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 RESUMABLE = {"dropout", "lr", "lr_decay", "clip", "clip_mode", "steps", "epochs", "time_minutes",
              "eval_every", "patience", "quiet", "out", "resume", "text_file", "encoding", "errors"}
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def shown(ch: str) -> str:

@@ -1,0 +1,188 @@
+"""The CLI as a user runs it: `charrnn.cli.main(argv)` in process, output captured."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint
+from charrnn.cli import main
+
+NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan", "kai", "lena"] * 4) + "\n"
+PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
+         "it was the age of foolishness.\n\nIt was the epoch of belief, it was the epoch of incredulity.\n") * 6
+TINY = ["--hidden-size", "16", "--layers", "1", "--steps", "12", "--eval-every", "6", "--quiet"]
+
+
+def run(capsys, *args):
+    """(exit code, stdout, stderr) of `charrnn args`."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.fixture
+def names_file(tmp_path):
+    p = tmp_path / "names.txt"
+    p.write_text(NAMES)
+    return p
+
+
+@pytest.fixture
+def prose_file(tmp_path):
+    p = tmp_path / "prose.txt"
+    p.write_text(PROSE)
+    return p
+
+
+@pytest.fixture
+def names_ckpt(tmp_path, names_file, capsys):
+    out = tmp_path / "names.npz"
+    code, _, err = run(capsys, "train", names_file, "--out", out, *TINY)
+    assert code == 0, err
+    return out
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("mode", ["lines", "stream"])
+def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_file, prose_file, cell, mode):
+    text = names_file if mode == "lines" else prose_file
+    out = tmp_path / f"{cell}-{mode}.npz"
+    code, stdout, err = run(capsys, "train", text, "--out", out, "--cell", cell, "--mode", mode, *TINY)
+    assert code == 0, err
+    ck = checkpoint.load(out)
+    assert ck.cfg.cell == cell and ck.meta["mode"] == mode and ck.meta["progress"]["step"] == 12
+    code, stdout, err = run(capsys, "sample", out, "-n", 3, "--length", 40, "--seed", 1)
+    assert code == 0, err
+    lines = stdout.rstrip("\n").split("\n")
+    if mode == "lines":
+        assert len(lines) == 3 and all(len(s) <= 40 for s in lines)
+    else:
+        assert len(stdout.split("\n\n")) == 3
+
+
+def test_train_prints_config_and_progress(tmp_path, capsys, names_file):
+    code, stdout, err = run(capsys, "train", names_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
+                            "--steps", "4", "--eval-every", "2")
+    assert code == 0
+    assert "lines mode" in stdout and "21 (19 chars + <UNK> + <EOS>)" in stdout
+    assert "parameters" in stdout and "saved" in stdout
+    assert "step      2" in err and "val" in err
+
+
+def test_default_output_path_is_stem_in_cwd(tmp_path, capsys, names_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "train", names_file, *TINY)
+    assert code == 0, err
+    assert (tmp_path / "names.npz").exists()
+
+
+def test_sample_options(capsys, names_ckpt):
+    a = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
+    b = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
+    assert a == b and a[0] == 0 and len(a[1].splitlines()) == 5
+    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--temperature", 0)
+    assert code == 0 and len(set(out.splitlines())) == 1  # greedy: every sample is the same
+    for opt in (["--top-k", 1], ["--top-p", 0.01]):
+        code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--seed", 0, *opt)
+        assert code == 0 and len(set(out.splitlines())) == 1  # only the likeliest character each time
+    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 3, "--prime", "an", "--seed", 0)
+    assert code == 0 and all(s.startswith("an") for s in out.splitlines())
+
+
+def test_sample_prime_with_unknown_characters_warns(capsys, names_ckpt):
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 2, "--prime", "Zoë", "--seed", 0)
+    assert code == 0
+    assert "2 character(s) of --prime are not in the vocabulary" in err
+    assert "\ufffd" not in out.replace("Zoë", "")  # <UNK> is never generated without --allow-unk
+
+
+def test_sample_novel_reports_rate(capsys, names_ckpt):
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 5, "--novel", "--seed", 0)
+    assert code == 0
+    training = set(NAMES.split())
+    assert not set(out.splitlines()) & training
+    assert "novelty:" in err and "are not training lines" in err
+
+
+def test_inspect_rich_and_json(capsys, names_ckpt):
+    code, out, _ = run(capsys, "inspect", names_ckpt)
+    assert code == 0
+    for word in ("lstm", "vocabulary 21", "W_h0", "total matches the textbook formula", "best val", "loss"):
+        assert word in out
+    code, out, _ = run(capsys, "inspect", names_ckpt, "--json")
+    s = json.loads(out)
+    assert s["vocab"]["size"] == 21
+    assert s["parameters"]["total"] == s["parameters"]["textbook_total"]
+    assert s["parameters"]["arrays"]["W_h0"]["shape"] == [16, 64]
+    assert s["training"]["steps"] == 12 and len(s["training"]["history"]["val"]) == 2
+    assert s["training"]["best_val_loss"] == pytest.approx(min(v for _, v in s["training"]["history"]["val"]))
+    assert s["config"]["model"]["cell"] == "lstm"
+
+
+def test_eval_json(tmp_path, capsys, names_ckpt):
+    held = tmp_path / "held.txt"
+    held.write_text("anna\nzoë\n")
+    code, out, err = run(capsys, "eval", names_ckpt, held, "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert set(r) >= {"loss", "bits_per_char", "perplexity", "chars", "unk_chars"}
+    assert r["unk_chars"] == 2 and r["chars"] == 9  # 7 letters + 2 <EOS>
+    assert r["bits_per_char"] == pytest.approx(r["loss"] / np.log(2))
+    assert r["perplexity"] == pytest.approx(np.exp(r["loss"]))
+    code, out, _ = run(capsys, "eval", names_ckpt, held)
+    assert code == 0 and "nats/char" in out and "perplexity" in out
+
+
+def test_resume_continues_where_it_stopped(tmp_path, capsys, names_file):
+    full, half = tmp_path / "full.npz", tmp_path / "half.npz"
+    common = ["--hidden-size", "16", "--layers", "2", "--dropout", "0.1", "--eval-every", "5", "--quiet"]
+    assert run(capsys, "train", names_file, "--out", full, "--steps", 20, *common)[0] == 0
+    assert run(capsys, "train", names_file, "--out", half, "--steps", 10, *common)[0] == 0
+    code, _, err = run(capsys, "train", names_file, "--resume", half, "--steps", 20, "--quiet")
+    assert code == 0, err
+    a, b = checkpoint.load(full), checkpoint.load(half)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert np.array_equal(a.train_losses, b.train_losses)
+    assert np.array_equal(a.val_losses, b.val_losses)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "missing.txt"], "Error: missing.txt: no such file"),
+    (["sample", "missing.npz"], "Error: missing.npz: no such file"),
+    (["train", "{names}", "--cell", "transformer"], "Error: Invalid value for '--cell'"),
+    (["sample", "{ckpt}", "--top-p", "1.5"], "Error: Invalid value for '--top-p'"),
+    (["sample", "{ckpt}", "--temperature", "-1"], "Error: Invalid value for '--temperature'"),
+    (["train", "{names}", "--val-fraction", "1"], "Error: --val-fraction must be in [0, 1), not 1.0"),
+    (["train", "{names}", "--dropout", "1"], "Error: --dropout must be in [0, 1), not 1.0"),
+    (["train", "{names}", "--hidden-size", "-3"], "Error: Invalid value for '--hidden-size'"),
+    (["eval", "{ckpt}", "{names}", "--encoding", "no-such-codec"], "Error: unknown encoding 'no-such-codec'"),
+    (["inspect", "{names}"], "Error: {names}: not a usable charrnn checkpoint"),
+])
+def test_user_errors_are_one_line(capsys, names_file, names_ckpt, args, message):
+    args = [a.format(names=names_file, ckpt=names_ckpt) for a in args]
+    code, out, err = run(capsys, *args)
+    assert code in (1, 2)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(names=names_file)), err
+    assert "Traceback" not in err
+
+
+def test_every_command_has_help_with_an_example(capsys):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for command in ("train", "sample", "inspect", "eval"):
+        assert command in out
+        code, out_c, _ = run(capsys, command, "--help")
+        assert code == 0 and "Example: charrnn" in out_c and "--help" in out_c
+
+
+def test_module_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "sample" in r.stdout
