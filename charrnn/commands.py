@@ -349,7 +349,7 @@ def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: 
             raise CharrnnError(f"{text_file}: needs at least 2 characters to score")
         chars = int(len(ids)) - 1  # the first character is context, not predicted
     seq_len = int(ck.meta.get("train", {}).get("seq_len", 64))
-    loss = evaluate(ck.sampling_params, ck.cfg, mode, ids, starts, seq_len=seq_len if mode == "stream" else 10**9)
+    loss = evaluate(ck.sampling_params, ck.cfg, mode, ids, starts, seq_len=seq_len)
     fig = report.loss_figures(loss)
     result = {**fig, "chars": chars, "unk_chars": int(unk), "mode": mode, "file": str(text_file)}
     if as_json:

@@ -148,10 +148,12 @@ def make_corpus(
 
 
 def _gather_lines(ids, starts, lengths, idx):
+    """The lines numbered idx (sorted), concatenated, and their new start offsets."""
     if len(idx) == len(starts):
         return ids, starts
-    pieces = [ids[starts[i] : starts[i] + lengths[i]] for i in idx]
-    out = np.concatenate(pieces) if pieces else ids[:0]
+    chosen = np.zeros(len(starts), dtype=bool)
+    chosen[idx] = True
+    out = ids[np.repeat(chosen, lengths)]  # a boolean mask over ids, no list of pieces
     return out, line_starts(out)
 
 

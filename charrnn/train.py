@@ -20,6 +20,9 @@ from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, Params, State
 
 
+MAX_HASHED_LINES = 2_000_000  # 16 MB of hashes in the checkpoint at most
+
+
 @dataclass
 class TrainConfig:
     mode: str = "auto"  # auto | lines | stream (see charrnn.data for the auto rule)
@@ -174,7 +177,10 @@ class Trainer:
         )
 
     def _line_hashes(self) -> np.ndarray:
+        """Hashes of the training lines for `sample --novel` (skipped past MAX_HASHED_LINES)."""
         c = self.corpus
+        if len(c.train_starts) > MAX_HASHED_LINES:
+            return np.zeros(0, np.uint64)
         text = c.vocab.decode(c.train, unk="\ufffd", eos="\n")
         return line_hashes(text.split("\n")[:-1])
 
@@ -305,14 +311,17 @@ def evaluate(
         n = len(starts)
         if max_chars and len(ids) > max_chars:
             n = max(1, int(np.searchsorted(starts, max_chars)))
-        lengths = np.diff(np.r_[starts, len(ids)])
+        lengths = np.minimum(np.diff(np.r_[starts, len(ids)]), seq_len + 1)  # lines cut as in training
         order = np.argsort(lengths[:n], kind="stable")  # similar lengths together: less padding
-        for k in range(0, n, 256):
-            x, y, mask = lines_batch(ids, starts, order[k : k + 256], max(int(lengths.max()), 1))
+        k = 0
+        while k < n:
+            B = max(1, min(256, 65536 // int(lengths[order[min(k + 255, n - 1)]])))  # bound T * B
+            x, y, mask = lines_batch(ids, starts, order[k : k + B], seq_len)
             logits, _, _ = model.forward(params, cfg, x)
             loss, _, m = model.cross_entropy(logits, y, mask, grad=False)
             total += loss * m
             count += m
+            k += B
         return total / count
     if max_chars and len(ids) > max_chars:
         ids = ids[:max_chars]
