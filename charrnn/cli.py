@@ -102,6 +102,7 @@ def train(
     optimizer: Optimizer = typer.Option(Optimizer.adam, help="Optimizer."),
     lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate."),
     lr_decay: float = typer.Option(1.0, min=0.0, max=1.0, help="Multiply the learning rate by this after each epoch."),
+    lr_plateau: float = typer.Option(0.5, min=0.0, max=1.0, help="Multiply the learning rate by this when validation did not improve (1: off)."),
     clip: float = typer.Option(5.0, min=0.0, help="Gradient clipping threshold (0: off)."),
     clip_mode: ClipMode = typer.Option(ClipMode.norm, help="norm: rescale the global gradient norm; value: clip each element."),
     steps: Optional[int] = typer.Option(None, min=0, help="Stop after this many steps in all."),

@@ -26,7 +26,7 @@ from charrnn.train import Trainer, TrainConfig, auto_settings
 MODEL_FIELDS = ("cell", "hidden_size", "layers", "activation", "dropout", "dtype")
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 # options that may change when resuming; the others define the model and its data
-RESUMABLE = {"dropout", "lr", "lr_decay", "clip", "clip_mode", "steps", "epochs", "time_minutes",
+RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", "steps", "epochs", "time_minutes",
              "eval_every", "patience", "quiet", "out", "resume", "text_file", "encoding", "errors"}
 
 out = Console(highlight=False, soft_wrap=True)
@@ -91,7 +91,8 @@ def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], co
          + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}, {n_params:,} parameters"),
         ("batches", f"{v('batch_size', cfg.batch_size)} × "
          + (f"{v('seq_len', cfg.seq_len)} steps" if corpus.mode == "stream" else f"lines up to {v('seq_len', cfg.seq_len)}")),
-        ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}" + (f", decay {cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
+        ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}" + (f", ×{cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
+         + (f", ×{cfg.lr_plateau} on plateau" if cfg.lr_plateau < 1 else "")
          + (f", clip {cfg.clip} ({cfg.clip_mode})" if cfg.clip else ", no clipping")),
         ("stop at", ", ".join(s for s in stops if s) or "Ctrl-C"),
         ("evaluate", f"every {v('eval_every', cfg.eval_every)} steps, seed {cfg.seed}"),

@@ -34,6 +34,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adagrad | sgd (with momentum 0.9)
     lr: float = 2e-3  # learning rate
     lr_decay: float = 1.0  # multiply the learning rate by this after every epoch; 1 disables
+    lr_plateau: float = 0.5  # multiply it by this after an evaluation that did not improve; 1 disables
     clip: float = 5.0  # gradient clipping threshold; 0 disables
     clip_mode: str = "norm"  # norm: rescale the global norm; value: clip each element
     steps: int = 0  # stop after this many steps in all (0: no limit)
@@ -62,6 +63,8 @@ class TrainConfig:
             p.append(f"--lr must be positive, not {self.lr}")
         if not 0 < self.lr_decay <= 1:
             p.append(f"--lr-decay must be in (0, 1], not {self.lr_decay}")
+        if not 0 < self.lr_plateau <= 1:
+            p.append(f"--lr-plateau must be in (0, 1], not {self.lr_plateau}")
         if not (self.clip >= 0 and math.isfinite(self.clip)):
             p.append(f"--clip must be 0 or more, not {self.clip}")
         if self.clip_mode not in ("norm", "value"):
@@ -117,6 +120,7 @@ class Trainer:
             self.best: Params | None = None
             self.best_val = math.inf
             self.evals_since_best = 0
+            self.lr_scale = 1.0
             self.wall_time = 0.0
             self.chars_seen = 0
             self.source = source
@@ -146,6 +150,7 @@ class Trainer:
         self.best = {k: v.copy() for k, v in ck.best.items()} if ck.best is not None else None
         self.best_val = float(ck.meta.get("best_val_loss") or math.inf)
         self.evals_since_best = p.get("evals_since_best", 0)
+        self.lr_scale = p.get("lr_scale", 1.0)
         self.wall_time = ck.meta.get("wall_time", 0.0)
         self.chars_seen = ck.meta.get("chars_seen", 0)
         self.source = ck.meta.get("source", "")
@@ -163,6 +168,7 @@ class Trainer:
             "progress": {
                 "step": self.step, "epoch": self.epoch, "pos": self.pos,
                 "rng": self.rng.bit_generator.state, "evals_since_best": self.evals_since_best,
+                "lr_scale": self.lr_scale,
                 "epochs_done": self.epoch + self.pos / self.batches_per_epoch,
             },
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
@@ -188,7 +194,7 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        return self.cfg.lr * self.cfg.lr_decay ** self.epoch
+        return self.cfg.lr * self.cfg.lr_decay**self.epoch * self.lr_scale
 
     def next_batch(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         c, B = self.corpus, self.cfg.batch_size
@@ -268,6 +274,7 @@ class Trainer:
             self.evals_since_best = 0
         else:
             self.evals_since_best += 1
+            self.lr_scale *= self.cfg.lr_plateau
         return val
 
     def fit(self, on_step: Callable[[Trainer, float], None] | None = None,
