@@ -351,7 +351,7 @@ def auto_settings(mode: str, train_chars: int) -> dict[str, Any]:
     Measured on names.txt and tiny-shakespeare (see benchmarks/quality.py): small line
     lists want a small, fast model; running text wants more capacity as it grows."""
     if mode == "lines":
-        return dict(cell="lstm", hidden_size=256, layers=1, dropout=0.0, seq_len=64, batch_size=64,
+        return dict(cell="lstm", hidden_size=256, layers=1, dropout=0.3, seq_len=64, batch_size=64,
                     lr=3e-3, eval_every=200, patience=5, epochs=30.0)
     if train_chars < 200_000:
         size = dict(hidden_size=128, layers=1, dropout=0.0)
