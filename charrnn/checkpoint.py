@@ -81,15 +81,20 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     arrays["line_hashes"] = np.asarray(ck.line_hashes, np.uint64)
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # disk full, permissions: the previous file is still whole
+            raise CharrnnError(f"{path}: cannot save the checkpoint ({e.strerror or e}); "
+                               "the previous one, if any, is unchanged") from None
         raise
 
 
@@ -105,7 +110,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if path.is_dir():
         raise CharrnnError(f"{path}: is a directory, not a checkpoint")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open(path, "rb") as f:
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):  # a lone .npy array
+                raise ValueError("not an .npz archive")
             arrays = {k: z[k] for k in z.files}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, RuntimeError) as e:
         why = "it holds Python objects, which are never loaded" if "pickle" in str(e) else str(e) or type(e).__name__
@@ -128,6 +136,10 @@ def load(path: str | os.PathLike) -> Checkpoint:
         cfg = ModelConfig(**meta.pop("model"))
     except (KeyError, TypeError, CharrnnError) as e:
         raise _bad(path, f"bad model config or vocabulary: {e}") from None
+    if not all(type(getattr(cfg, k)) is int for k in ("vocab_size", "hidden_size", "layers")):
+        raise _bad(path, "sizes in the model config are not whole numbers")
+    if 3 * cfg.layers + 2 > len(arrays):  # before building shapes for layers the file cannot hold
+        raise _bad(path, f"the config has {cfg.layers} layers but the file has only {len(arrays)} arrays")
     if cfg.vocab_size != len(vocab):
         raise _bad(path, f"vocabulary has {len(vocab)} entries but the model expects {cfg.vocab_size}")
 
