@@ -110,7 +110,7 @@ def train(
     time: Optional[float] = typer.Option(None, "--time", min=0.0, help="Stop this run after this many minutes."),
     eval_every: Optional[int] = typer.Option(None, min=1, help="Steps between validation, sample preview and checkpoint save."),
     patience: Optional[int] = typer.Option(None, min=0, help="Stop when validation has not improved for this many evaluations (0: never)."),
-    seed: int = typer.Option(0, help="Random seed: same seed, same model."),
+    seed: int = typer.Option(0, min=0, help="Random seed: same seed, same model."),
     dtype: Dtype = typer.Option(Dtype.float32, help="Floating-point type of the model."),
     resume: Optional[Path] = typer.Option(None, help="Continue training from this checkpoint (same optimizer state, data position and RNG)."),
     encoding: str = typer.Option("utf-8", help="Encoding of TEXT_FILE."),
@@ -141,7 +141,7 @@ def sample(
     top_k: int = typer.Option(0, min=0, help="Sample only among the K most likely characters (0: off)."),
     top_p: float = typer.Option(1.0, max=1.0, help="Sample only among the most likely characters whose probabilities add up to P."),
     prime: str = typer.Option("", help="Text to start from; samples continue it."),
-    seed: Optional[int] = typer.Option(None, help="Random seed for reproducible samples."),
+    seed: Optional[int] = typer.Option(None, min=0, help="Random seed for reproducible samples."),
     allow_unk: bool = typer.Option(False, help="Allow the <UNK> token (shown as U+FFFD) in samples."),
     novel: bool = typer.Option(False, help="Keep only samples that are not lines of the training text, and report the novelty rate."),
 ) -> None:

@@ -102,10 +102,21 @@ def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], co
     return t
 
 
+def _check_options(o: dict[str, Any]) -> None:
+    """Refuse impossible option values before reading a text or a checkpoint."""
+    given = {k: o[k] for k in TRAIN_FIELDS if o.get(k) is not None}
+    if o.get("time") is not None:
+        given["time_minutes"] = o["time"]
+    TrainConfig(**given).check()
+    ModelConfig(3, **{k: o[k] for k in MODEL_FIELDS if o.get(k) is not None})
+    data.check_decoding(o["encoding"], o["errors"])
+
+
 def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     from tqdm import tqdm
 
     text_file = Path(o["text_file"])
+    _check_options(o)
     resume = checkpoint.load(o["resume"]) if o["resume"] else None
     target = Path(o["out"]) if o["out"] else (Path(o["resume"]) if o["resume"] else Path.cwd() / f"{text_file.stem}.npz")
     if target.exists() and (target.is_dir() or target.suffix != ".npz"):

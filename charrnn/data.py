@@ -15,6 +15,7 @@ blank lines, and 95 % of its lines are at most 50 characters long (names, word l
 
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,21 @@ AUTO_SAMPLE = 1_000_000  # characters the auto rule looks at
 AUTO_MAX_LINE = 50  # the 95th-percentile line length up to which a text counts as a list
 
 
+def check_decoding(encoding: str, errors: str) -> None:
+    """Refuse an unknown --encoding or --errors before any file is read."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise CharrnnError(f"unknown encoding {encoding!r}") from None
+    try:
+        codecs.lookup_error(errors)
+    except LookupError:
+        raise CharrnnError(f"--errors must be strict, replace or ignore, not {errors!r}") from None
+
+
 def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict") -> str:
     """The file's text with universal newlines (CRLF and CR become LF), or a clear error."""
+    check_decoding(encoding, errors)
     p = Path(path)
     if not p.exists():
         raise CharrnnError(f"{p}: no such file")
@@ -124,6 +138,8 @@ def make_corpus(
         raise CharrnnError(f"--val-fraction must be in [0, 1), not {val_fraction}")
     if vocab is None:
         vocab = Vocab.build(count_chars(text), min_count, max_vocab, exclude="\n" if mode == "lines" else "")
+        if not vocab.chars:
+            raise CharrnnError(f"no character occurs {min_count} times or more: lower --min-count")
     if mode == "lines":
         ids, n_unk = encode_lines(text, vocab)
         starts = line_starts(ids)
