@@ -234,6 +234,8 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
         for s, h in previous.items():
             signal.signal(s, h)
         bar.close()
+    if trainer.step % cfg.eval_every == 0 and trainer.step > 0:
+        save()  # the last evaluation was saved before the stop reason was known
     if trainer.stop_reason == "interrupted":
         err.print(f"[yellow]{signals[got[0]]}[/]: saved {target} at step {trainer.step:,}. Resume with:\n"
                   f"  charrnn train {text_file} --resume {target}")

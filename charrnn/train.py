@@ -261,7 +261,13 @@ class Trainer:
         return True
 
     def run_eval(self) -> float | None:
-        val = self.evaluate()
+        # a step can overflow the weights with a finite loss; such weights must never be saved
+        val = self.evaluate() if all(np.isfinite(p).all() for p in self.params.values()) else math.nan
+        if val is not None and not math.isfinite(val):
+            raise CharrnnError(
+                f"the weights became NaN or infinite by step {self.step}; the checkpoint keeps the last good "
+                "state: try a lower --lr or a smaller --clip"
+            )
         if val is None:  # no validation split: the training loss stands in for "best"
             recent = self.train_losses[-self.cfg.eval_every :]
             val_like = float(np.mean(recent)) if recent else math.inf
