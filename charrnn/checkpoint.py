@@ -133,6 +133,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
         raise _bad(path, f"format version {version} is newer than this charrnn reads ({FORMAT_VERSION}): upgrade charrnn")
     try:
         vocab = Vocab(str(meta.pop("vocab")))
+        if any(0xD800 <= ord(c) <= 0xDFFF for c in vocab.chars):
+            raise CharrnnError("unpaired surrogates in the vocabulary")
         cfg = ModelConfig(**meta.pop("model"))
     except (KeyError, TypeError, CharrnnError) as e:
         raise _bad(path, f"bad model config or vocabulary: {e}") from None

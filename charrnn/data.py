@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from charrnn.vocab import EOS, Vocab, count_chars
 MODES = ("auto", "lines", "stream")
 AUTO_SAMPLE = 1_000_000  # characters the auto rule looks at
 AUTO_MAX_LINE = 50  # the 95th-percentile line length up to which a text counts as a list
+SURROGATE = re.compile("[\ud800-\udfff]")  # halves of UTF-16 pairs: no encoding can write them out
 
 
 def check_decoding(encoding: str, errors: str) -> None:
@@ -36,10 +38,8 @@ def check_decoding(encoding: str, errors: str) -> None:
         codecs.lookup(encoding)
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
-    try:
-        codecs.lookup_error(errors)
-    except LookupError:
-        raise CharrnnError(f"--errors must be strict, replace or ignore, not {errors!r}") from None
+    if errors not in ("strict", "replace", "ignore"):  # surrogateescape & co. make text that cannot be printed
+        raise CharrnnError(f"--errors must be strict, replace or ignore, not {errors!r}")
 
 
 def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -68,6 +68,8 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "s
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
     del raw
+    if SURROGATE.search(text):
+        raise CharrnnError(f"{p}: decodes to unpaired surrogates, which are not text: check --encoding")
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():

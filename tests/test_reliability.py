@@ -144,6 +144,13 @@ def test_invalid_utf8_trains_with_the_encoding_it_hints_at(tmp_path, capsys):
     assert json.loads(stdout)["unk_chars"] == 3  # é ï ñ were not in the --errors replace vocabulary
 
 
+def test_text_that_decodes_to_lone_surrogates_is_refused(tmp_path, capsys):
+    path = tmp_path / "escaped.txt"
+    path.write_text("ab\\ud800cd\nef\n")  # fine as unicode_escape, but not printable text
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--encoding", "unicode_escape", *TINY)
+    assert error_line(code, err) == f"Error: {path}: decodes to unpaired surrogates, which are not text: check --encoding"
+
+
 def test_utf16_with_its_encoding_trains(tmp_path, capsys):
     path, _ = write_bad(tmp_path, "utf-16")
     code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--encoding", "utf-16", *TINY)
@@ -515,6 +522,9 @@ def bad_checkpoint(kind: str, src: Path, dst: Path) -> str:
     if kind == "vocab-unsorted":
         rewritten(src, dst, meta=lambda m: m.update(vocab=m["vocab"][::-1]))
         return WHY
+    if kind == "surrogate-vocab":  # sampling would print a character no encoding can write
+        rewritten(src, dst, meta=lambda m: m.update(vocab=m["vocab"] + "\ud800"))
+        return WHY
     if kind == "billion-layers":  # must be refused at once, not by building a billion shapes
         rewritten(src, dst, meta=lambda m: m["model"].update(layers=10**9))
         return WHY
@@ -531,7 +541,7 @@ BAD_CHECKPOINTS = ["object-array", "object-meta", "pickle-file", "truncated-half
                    "flipped-middle", "flipped-meta", "other-program", "npy-not-npz", "text-file", "zip-of-text",
                    "newer-version", "no-version", "meta-not-json", "meta-a-list", "wrong-shape", "wrong-dtype",
                    "missing-array", "nan-weights", "unknown-cell", "vocab-mismatch", "vocab-unsorted",
-                   "billion-layers", "string-sizes", "optimizer-mismatch"]
+                   "surrogate-vocab", "billion-layers", "string-sizes", "optimizer-mismatch"]
 COMMANDS = {
     "sample": lambda ck, text: ["sample", ck, "-n", "2"],
     "inspect": lambda ck, text: ["inspect", ck],
