@@ -48,6 +48,17 @@ def sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _sigmoid_as_tanh(G: int, n_sigmoid: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Row vectors (G,) that turn one tanh over a whole gate row into sigmoids on the first
+    n_sigmoid columns: s = half * tanh(half * a) + shift, with half = 1/2 and shift = 1/2 there,
+    half = 1 and shift = 0 on the tanh columns."""
+    half = np.ones(G, dtype=dtype)
+    half[:n_sigmoid] = 0.5
+    shift = np.zeros(G, dtype=dtype)
+    shift[:n_sigmoid] = 0.5
+    return half, shift
+
+
 def forward(
     cell: str,
     A: np.ndarray,
@@ -93,10 +104,12 @@ def _weight_grad(h0: np.ndarray, Hs: np.ndarray, dS: np.ndarray) -> np.ndarray:
 
 def _rnn_forward(A, W_h, h0, activation):
     T, B, H = A.shape
+    s = np.empty((B, H), dtype=A.dtype)  # h_{t-1} W_h
     h = h0
     for t in range(T):
         a = A[t]  # (B, H), becomes h_t
-        a += h @ W_h
+        np.matmul(h, W_h, out=s)
+        a += s
         if activation == "relu":
             np.maximum(a, 0, out=a)
         else:
@@ -108,16 +121,22 @@ def _rnn_forward(A, W_h, h0, activation):
 def _rnn_backward(dH, cache):
     Hs, W_h, h0, activation = cache
     T, B, H = Hs.shape
+    W_hT = np.ascontiguousarray(W_h.T)  # (H, H): a plain product is faster than a transposed one
     dA = dH  # (T, B, H), reused in place
+    dh = np.empty((B, H), dtype=Hs.dtype)  # dL/dh_{t-1} through W_h
+    tmp = np.empty((B, H), dtype=Hs.dtype)
     for t in reversed(range(T)):
         da = dA[t]
         if activation == "relu":
-            da *= Hs[t] > 0
+            np.greater(Hs[t], 0, out=tmp)
         else:
-            da *= 1 - Hs[t] * Hs[t]
+            np.multiply(Hs[t], Hs[t], out=tmp)  # tanh' = 1 - h^2
+            np.subtract(1, tmp, out=tmp)
+        da *= tmp
         if t:
-            dA[t - 1] += da @ W_h.T
-    dh0 = dA[0] @ W_h.T  # (B, H)
+            np.matmul(da, W_hT, out=dh)
+            dA[t - 1] += dh
+    dh0 = dA[0] @ W_hT  # (B, H)
     return dA, _weight_grad(h0, Hs, dA), (dh0,)
 
 
@@ -127,16 +146,21 @@ def _rnn_backward(dH, cache):
 def _lstm_forward(A, W_h, h0, c0):
     T, B, G = A.shape
     H = G // 4
+    half, shift = _sigmoid_as_tanh(G, 3 * H, A.dtype)
     Hs = np.empty((T, B, H), dtype=A.dtype)
     Cs = np.empty((T, B, H), dtype=A.dtype)
     TCs = np.empty((T, B, H), dtype=A.dtype)  # tanh(c_t)
+    s = np.empty((B, G), dtype=A.dtype)  # h_{t-1} W_h
     ig = np.empty((B, H), dtype=A.dtype)
     h, c = h0, c0
     for t in range(T):
         a = A[t]  # (B, 4H)
-        a += h @ W_h
-        sigmoid_(a[:, : 3 * H])
-        np.tanh(a[:, 3 * H :], out=a[:, 3 * H :])
+        np.matmul(h, W_h, out=s)
+        a += s
+        a *= half  # one tanh over all four blocks: sigmoid(x) = (1 + tanh(x / 2)) / 2
+        np.tanh(a, out=a)
+        a *= half
+        a += shift
         i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
         np.multiply(f, c, out=Cs[t])
         np.multiply(i, g, out=ig)
@@ -151,35 +175,41 @@ def _lstm_backward(dH, cache):
     A, Hs, Cs, TCs, W_h, h0, c0 = cache
     T, B, G = A.shape
     H = G // 4
+    W_hT = np.ascontiguousarray(W_h.T)  # (4H, H): a plain product is faster than a transposed one
+    one_minus = np.ones(G, dtype=A.dtype)  # derivatives (1 - a)(a + q): q = 0 gives s(1 - s),
+    q = np.zeros(G, dtype=A.dtype)  # q = 1 gives 1 - g^2
+    q[3 * H :] = 1
     dA = np.empty_like(A)  # (T, B, 4H)
     dc = np.zeros((B, H), dtype=A.dtype)  # dL/dc_t carried backwards
+    dh = np.empty((B, H), dtype=A.dtype)  # dL/dh_t: from above plus from step t + 1
     tmp = np.empty((B, H), dtype=A.dtype)
-    ds = np.empty((B, 3 * H), dtype=A.dtype)  # sigmoid'
+    d1 = np.empty((B, G), dtype=A.dtype)
+    d2 = np.empty((B, G), dtype=A.dtype)
     for t in reversed(range(T)):
         a, da = A[t], dA[t]
         i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
         di, df, do, dg = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
-        dh, tc = dH[t], TCs[t]
+        tc = TCs[t]
         c_prev = Cs[t - 1] if t else c0
+        if t == T - 1:
+            dh[...] = dH[t]
+        else:
+            np.matmul(dA[t + 1], W_hT, out=dh)
+            dh += dH[t]
         np.multiply(dh, tc, out=do)  # dL/do = dh * tanh(c)
-        np.multiply(tc, tc, out=tmp)  # dc += dh * o * (1 - tanh(c)^2)
-        np.subtract(1, tmp, out=tmp)
+        np.multiply(do, tc, out=tmp)  # dc += dh * o * (1 - tanh(c)^2) = o * (dh - do * tanh(c))
+        np.subtract(dh, tmp, out=tmp)
         tmp *= o
-        tmp *= dh
         dc += tmp
         np.multiply(dc, g, out=di)
         np.multiply(dc, c_prev, out=df)
         np.multiply(dc, i, out=dg)
         dc *= f  # now dL/dc_{t-1}
-        np.subtract(1, a[:, : 3 * H], out=ds)  # sigmoid' = s (1 - s)
-        ds *= a[:, : 3 * H]
-        da[:, : 3 * H] *= ds
-        np.multiply(g, g, out=tmp)  # tanh' = 1 - g^2
-        np.subtract(1, tmp, out=tmp)
-        dg *= tmp
-        if t:
-            dH[t - 1] += da @ W_h.T
-    dh0 = dA[0] @ W_h.T  # (B, H)
+        np.subtract(one_minus, a, out=d1)  # through the activations, all four blocks at once
+        np.add(a, q, out=d2)
+        d1 *= d2
+        da *= d1
+    dh0 = dA[0] @ W_hT  # (B, H)
     return dA, _weight_grad(h0, Hs, dA), (dh0, dc)
 
 
@@ -190,56 +220,64 @@ def _gru_forward(A, W_h, h0):
     T, B, G = A.shape
     H = G // 3
     Hs = np.empty((T, B, H), dtype=A.dtype)
-    Sn = np.empty((T, B, H), dtype=A.dtype)  # s_n = (h_{t-1} W_h)_n, needed for dr
+    S = np.empty((T, B, G), dtype=A.dtype)  # s_t = h_{t-1} W_h; backward needs s_n
     tmp = np.empty((B, H), dtype=A.dtype)
     h = h0
     for t in range(T):
-        a = A[t]  # (B, 3H) -> [r, u, n]
-        s = h @ W_h  # (B, 3H)
-        a[:, : 2 * H] += s[:, : 2 * H]
-        sigmoid_(a[:, : 2 * H])
+        a, s = A[t], S[t]  # (B, 3H) -> [r, u, n]
+        np.matmul(h, W_h, out=s)
+        ru = a[:, : 2 * H]
+        ru += s[:, : 2 * H]
+        ru *= 0.5  # sigmoid(x) = (1 + tanh(x / 2)) / 2
+        np.tanh(ru, out=ru)
+        ru *= 0.5
+        ru += 0.5
         r, u, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-        Sn[t] = s[:, 2 * H :]
-        np.multiply(r, Sn[t], out=tmp)
+        np.multiply(r, s[:, 2 * H :], out=tmp)
         n += tmp
         np.tanh(n, out=n)
         np.subtract(h, n, out=tmp)  # h_t = n + u * (h_{t-1} - n)
         tmp *= u
         np.add(n, tmp, out=Hs[t])
         h = Hs[t]
-    return Hs, (Hs[-1],), (A, Hs, Sn, W_h, h0)
+    return Hs, (Hs[-1],), (A, Hs, S, W_h, h0)
 
 
 def _gru_backward(dH, cache):
-    A, Hs, Sn, W_h, h0 = cache
+    A, Hs, S, W_h, h0 = cache
     T, B, G = A.shape
     H = G // 3
+    W_hT = np.ascontiguousarray(W_h.T)  # (3H, H): a plain product is faster than a transposed one
     dA = np.empty_like(A)  # (T, B, 3H) gradients w.r.t. A_t = x_t W_x + b
     dS = np.empty_like(A)  # (T, B, 3H) gradients w.r.t. s_t = h_{t-1} W_h
+    dh = np.empty((B, H), dtype=A.dtype)  # dL/dh_t
+    carry = np.zeros((B, H), dtype=A.dtype)  # u_{t+1} * dL/dh_{t+1}, the direct path to h_t
     tmp = np.empty((B, H), dtype=A.dtype)
     ds = np.empty((B, 2 * H), dtype=A.dtype)
     for t in reversed(range(T)):
         a, da = A[t], dA[t]
         r, u, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
         dr, du, dn = da[:, :H], da[:, H : 2 * H], da[:, 2 * H :]
-        dh = dH[t]
         h_prev = Hs[t - 1] if t else h0
+        if t == T - 1:
+            dh[...] = dH[t]
+        else:
+            np.matmul(dS[t + 1], W_hT, out=dh)
+            dh += dH[t]
+            dh += carry
         np.subtract(h_prev, n, out=du)  # dL/du = dh * (h_{t-1} - n)
         du *= dh
-        np.subtract(1, u, out=dn)  # dL/dn = dh * (1 - u), then through tanh
-        dn *= dh
+        np.multiply(dh, u, out=carry)
+        np.subtract(dh, carry, out=dn)  # dL/dn = dh * (1 - u), then through tanh
         np.multiply(n, n, out=tmp)
         np.subtract(1, tmp, out=tmp)
         dn *= tmp
-        np.multiply(dn, Sn[t], out=dr)  # dL/dr = dn * s_n
+        np.multiply(dn, S[t, :, 2 * H :], out=dr)  # dL/dr = dn * s_n
+        dru = da[:, : 2 * H]
         np.subtract(1, a[:, : 2 * H], out=ds)  # sigmoid' = s (1 - s)
         ds *= a[:, : 2 * H]
-        da[:, : 2 * H] *= ds
-        dS[t, :, : 2 * H] = da[:, : 2 * H]
+        dru *= ds
+        dS[t, :, : 2 * H] = dru
         np.multiply(dn, r, out=dS[t, :, 2 * H :])
-        if t:
-            dH[t - 1] += dS[t] @ W_h.T
-            np.multiply(dh, u, out=tmp)
-            dH[t - 1] += tmp
-    dh0 = dS[0] @ W_h.T + dH[0] * A[0, :, H : 2 * H]  # (B, H)
+    dh0 = dS[0] @ W_hT + carry  # (B, H)
     return dA, _weight_grad(h0, Hs, dS), (dh0,)
