@@ -142,6 +142,8 @@ class Trainer:
         if "rng" in p:
             self.rng.bit_generator.state = p["rng"]
         self.step, self.epoch, self.pos = p.get("step", 0), p.get("epoch", 0), p.get("pos", 0)
+        if self.pos >= self.batches_per_epoch:  # resumed on a shorter text: start its next epoch
+            self.pos, self.epoch = 0, self.epoch + 1
         self.state = ck.state if self.corpus.mode == "stream" else None
         if self.state is not None and self.state[0][0].shape[0] != self.cfg.batch_size:
             self.state = None
