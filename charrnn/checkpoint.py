@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -32,6 +33,20 @@ from charrnn.model import ModelConfig, Params, State, param_shapes, zero_state
 from charrnn.vocab import Vocab
 
 FORMAT_VERSION = 1
+NUM = (int, float)
+MAX_LOSS = -math.log(np.finfo(np.float64).tiny)  # 708.4 nats: no cross-entropy charrnn computes is larger
+# the metadata the commands read, with the JSON types they expect (other keys are ignored)
+META_TYPES: dict[str, Any] = {
+    "mode": str, "source": str, "best_val_loss": (*NUM, type(None)), "wall_time": NUM, "chars_seen": int,
+    "stop_reason": str,
+    "corpus": {"chars": int, "unk_chars": int, "train_chars": int, "val_chars": int, "fingerprint": int},
+    "progress": {"step": int, "epoch": int, "pos": int, "rng": dict, "evals_since_best": int, "lr_scale": NUM,
+                 "epochs_done": NUM},
+    "train": {"mode": str, "seq_len": int, "batch_size": int, "val_fraction": NUM, "min_count": int,
+              "max_vocab": int, "optimizer": str, "lr": NUM, "lr_decay": NUM, "lr_plateau": NUM, "clip": NUM,
+              "clip_mode": str, "steps": int, "epochs": NUM, "time_minutes": NUM, "eval_every": int,
+              "patience": int, "seed": int, "val_max_chars": int},
+}
 
 
 @dataclass
@@ -102,6 +117,32 @@ def _bad(path: Path, why: str) -> CharrnnError:
     return CharrnnError(f"{path}: not a usable charrnn checkpoint ({why})")
 
 
+def _meta_problem(meta: dict[str, Any], types: dict[str, Any] = META_TYPES, where: str = "") -> str:
+    """What is wrong with the metadata's known keys, or ''."""
+    for key, t in types.items():
+        if key not in meta:
+            continue
+        v = meta[key]
+        if isinstance(t, dict):
+            problem = _meta_problem(v, t, f"{where}{key}.") if isinstance(v, dict) else f"{where}{key} is not a table"
+        elif not isinstance(v, t) or (isinstance(v, bool) and t is not bool):
+            problem = f"{where}{key} has the wrong type"
+        elif isinstance(v, int) and v < (1 if key in ("seq_len", "batch_size", "eval_every") else 0):
+            problem = f"{where}{key} is {v}"
+        else:
+            continue
+        if problem:
+            return problem
+    if not where:  # the top level
+        if meta.get("mode", "stream") not in ("lines", "stream"):
+            return f"unknown mode {meta['mode']!r}"
+        try:
+            np.random.default_rng().bit_generator.state = meta.get("progress", {}).get("rng", np.random.PCG64().state)
+        except (TypeError, ValueError, KeyError, OverflowError):
+            return "progress.rng is not a random generator state"
+    return ""
+
+
 def load(path: str | os.PathLike) -> Checkpoint:
     """Read and validate a checkpoint; any problem is one CharrnnError naming it."""
     path = Path(path)
@@ -138,6 +179,9 @@ def load(path: str | os.PathLike) -> Checkpoint:
         cfg = ModelConfig(**meta.pop("model"))
     except (KeyError, TypeError, CharrnnError) as e:
         raise _bad(path, f"bad model config or vocabulary: {e}") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise _bad(path, f"damaged metadata: {problem}")
     if not all(type(getattr(cfg, k)) is int for k in ("vocab_size", "hidden_size", "layers")):
         raise _bad(path, "sizes in the model config are not whole numbers")
     if 3 * cfg.layers + 2 > len(arrays):  # before building shapes for layers the file cannot hold
@@ -175,9 +219,13 @@ def load(path: str | os.PathLike) -> Checkpoint:
             raise _bad(path, f"missing hidden state {e}") from None
         if any(s.ndim != 2 or s.shape[1] != cfg.hidden_size for layer in state for s in layer):
             raise _bad(path, "hidden state does not match the config")
-    return Checkpoint(
-        cfg, vocab, params, best, opt, state, meta,
-        arrays.get("history.train", np.zeros(0, np.float32)),
-        arrays.get("history.val", np.zeros((0, 2))),
-        arrays.get("line_hashes", np.zeros(0, np.uint64)),
-    )
+    train_losses = arrays.get("history.train", np.zeros(0, np.float32))
+    val_losses = arrays.get("history.val", np.zeros((0, 2)))
+    hashes = arrays.get("line_hashes", np.zeros(0, np.uint64))
+    if train_losses.ndim != 1 or val_losses.ndim != 2 or val_losses.shape[1] != 2 or hashes.ndim != 1 \
+            or hashes.dtype != np.uint64 or not all(a.dtype.kind == "f" for a in (train_losses, val_losses)):
+        raise _bad(path, "damaged training history")
+    losses = np.r_[train_losses.astype(np.float64), val_losses[:, 1], meta.get("best_val_loss") or 0.0]
+    if not np.all((losses >= 0) & (losses <= MAX_LOSS)):
+        raise _bad(path, "damaged training history (losses out of range)")
+    return Checkpoint(cfg, vocab, params, best, opt, state, meta, train_losses, val_losses, hashes)
