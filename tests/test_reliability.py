@@ -753,3 +753,20 @@ def test_checkpoint_path_is_a_directory(tmp_path, capsys, good):
     for args in (["sample", tmp_path], ["inspect", tmp_path], ["eval", tmp_path, good / "names.txt"]):
         code, _, err = run(capsys, *args)
         assert error_line(code, err) == f"Error: {tmp_path}: is a directory, not a checkpoint"
+
+
+@pytest.mark.parametrize("mode", ["lines", "stream"])
+def test_resume_on_a_much_shorter_text(tmp_path, capsys, mode):
+    long, short = tmp_path / "long.txt", tmp_path / "short.txt"
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefgh"), rng.integers(3, 9))) for _ in range(300)]
+    long.write_text("\n".join(words) + "\n" if mode == "lines" else " ".join(words) * 3)
+    short.write_text("\n".join(words[:5]) + "\n" if mode == "lines" else " ".join(words[:20]))
+    ck = tmp_path / "m.npz"
+    common = ["--mode", mode, "--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--eval-every", "10",
+              "--quiet"]
+    assert run(capsys, "train", long, "--out", ck, "--steps", "20", *common)[0] == 0
+    code, _, err = run(capsys, "train", short, "--resume", ck, "--steps", "25", "--quiet")
+    assert code == 0, err
+    assert "this text differs from the one the checkpoint was trained on" in err
+    assert checkpoint.load(ck).meta["progress"]["step"] == 25
