@@ -134,17 +134,17 @@ def forward(
     for l in range(cfg.layers):
         W_x, W_h, b = params[f"W_x{l}"], params[f"W_h{l}"], params[f"b{l}"]
         if l == 0:
-            A = W_x[x]  # (T, B, G) row lookup == one-hot product
-            A += b
+            A = (W_x + b)[x]  # (T, B, G) row lookup == one-hot product; b added to V rows, not T*B
         else:
             A = (inp.reshape(T * B, -1) @ W_x).reshape(T, B, -1)  # (T, B, G)
             A += b
-        Hs, final, cache = cells.forward(cfg.cell, A, W_h, *state[l], activation=cfg.activation)
+        c0 = state[l][1] if cfg.cell == "lstm" else None
+        Hs, final, cache = cells.forward(cfg.cell, A, W_h, state[l][0], c0, cfg.activation)
         new_state.append(tuple(s.copy() for s in final))
         mask = None
         if dropout_rng is not None and cfg.dropout > 0:
-            mask = (dropout_rng.random(Hs.shape) >= cfg.dropout) / (1 - cfg.dropout)  # (T, B, H)
-            mask = mask.astype(Hs.dtype)
+            mask = (dropout_rng.random(Hs.shape) >= cfg.dropout).astype(Hs.dtype)  # (T, B, H)
+            mask *= 1 / (1 - cfg.dropout)
             Hs = Hs * mask
         layer_caches.append((inp, cache, mask))
         inp = Hs
@@ -171,11 +171,12 @@ def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, cache: Any) 
         dA, dW_h, dstate[l] = cells.backward(cfg.cell, dH, cache_l)
         dA2 = dA.reshape(T * B, -1)  # (T*B, G)
         grads[f"W_h{l}"] = dW_h
-        grads[f"b{l}"] = dA2.sum(axis=0)
         if l == 0:
             grads["W_x0"] = scatter_rows(x.reshape(-1), dA2, cfg.vocab_size)
+            grads["b0"] = grads["W_x0"].sum(axis=0)  # every row of dA2 went to exactly one row
         else:
             grads[f"W_x{l}"] = inp.reshape(T * B, -1).T @ dA2
+            grads[f"b{l}"] = dA2.sum(axis=0)
             dH = (dA2 @ params[f"W_x{l}"].T).reshape(T, B, -1)
     return grads, dstate
 
@@ -223,12 +224,9 @@ def cross_entropy(
         loss = float((nll * m).sum(dtype=np.float64)) / max(n, 1.0)
     if not grad:
         return loss, None, n
-    z /= total[:, None]  # probabilities
-    z[np.arange(T * B), yf] -= 1
-    if mask is None:
-        z /= n
-    else:
-        z *= (m / max(n, 1.0))[:, None].astype(z.dtype)
+    w = np.full(T * B, 1 / n, dtype=z.dtype) if mask is None else (m / max(n, 1.0)).astype(z.dtype)  # (T*B,)
+    z *= (w / total)[:, None]  # dL/dz = w * (softmax(z) - onehot(y)), one pass
+    z[np.arange(T * B), yf] -= w
     return loss, logits, n
 
 
