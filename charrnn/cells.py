@@ -3,7 +3,7 @@
 Shapes: T time steps, B batch, H hidden size, G = gates * H (1 rnn, 3 gru, 4 lstm).
 Every cell receives the input projections of all steps at once, A (T, B, G) with
 A[t] = x_t W_x + b, so a step costs one (B, H) @ (H, G) product plus elementwise math.
-`forward` overwrites A with the activated gates, which `backward` needs.
+The GRU and LSTM `forward` overwrite A with the activated gates, which `backward` needs.
 
 Vanilla RNN (f = tanh or relu):
     h_t = f(A_t + h_{t-1} W_h)
@@ -69,7 +69,7 @@ def forward(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], Cache]:
     """Run `cell` over all T steps. Returns (Hs (T, B, H), final state, cache).
 
-    The final state is (h_T,) or, for the LSTM, (h_T, c_T). A is overwritten.
+    The final state is (h_T,) or, for the LSTM, (h_T, c_T). A may be overwritten.
     """
     if cell == "lstm":
         assert c0 is not None
@@ -90,13 +90,17 @@ def backward(
     return _rnn_backward(dH, cache)
 
 
-def _weight_grad(h0: np.ndarray, Hs: np.ndarray, dS: np.ndarray) -> np.ndarray:
-    """dW_h = sum_t h_{t-1}^T dS_t, as two products instead of T small ones."""
-    T, B, H = Hs.shape
-    dW_h = h0.T @ dS[0]  # (H, G)
-    if T > 1:
-        dW_h += Hs[:-1].reshape(-1, H).T @ dS[1:].reshape((T - 1) * B, -1)
-    return dW_h
+def _with_h0(h0: np.ndarray, T: int) -> np.ndarray:
+    """(T + 1, B, H) with h0 in front: [t] is h_{t-1}, [t + 1] is h_t, [1:] are the outputs."""
+    Hs0 = np.empty((T + 1, *h0.shape), dtype=h0.dtype)
+    Hs0[0] = h0
+    return Hs0
+
+
+def _weight_grad(Hs0: np.ndarray, dS: np.ndarray) -> np.ndarray:
+    """dW_h = sum_t h_{t-1}^T dS_t as one product instead of T small ones."""
+    H = Hs0.shape[2]
+    return Hs0[:-1].reshape(-1, H).T @ dS.reshape(-1, dS.shape[2])  # (H, G)
 
 
 # ---------------------------------------------------------------- vanilla RNN
@@ -104,22 +108,22 @@ def _weight_grad(h0: np.ndarray, Hs: np.ndarray, dS: np.ndarray) -> np.ndarray:
 
 def _rnn_forward(A, W_h, h0, activation):
     T, B, H = A.shape
+    Hs0 = _with_h0(h0, T)
     s = np.empty((B, H), dtype=A.dtype)  # h_{t-1} W_h
-    h = h0
     for t in range(T):
-        a = A[t]  # (B, H), becomes h_t
-        np.matmul(h, W_h, out=s)
-        a += s
+        h = Hs0[t + 1]  # (B, H)
+        np.matmul(Hs0[t], W_h, out=s)
+        np.add(A[t], s, out=h)
         if activation == "relu":
-            np.maximum(a, 0, out=a)
+            np.maximum(h, 0, out=h)
         else:
-            np.tanh(a, out=a)
-        h = a
-    return A, (A[-1],), (A, W_h, h0, activation)
+            np.tanh(h, out=h)
+    return Hs0[1:], (Hs0[-1],), (Hs0, W_h, activation)
 
 
 def _rnn_backward(dH, cache):
-    Hs, W_h, h0, activation = cache
+    Hs0, W_h, activation = cache
+    Hs = Hs0[1:]
     T, B, H = Hs.shape
     W_hT = np.ascontiguousarray(W_h.T)  # (H, H): a plain product is faster than a transposed one
     dA = dH  # (T, B, H), reused in place
@@ -137,7 +141,7 @@ def _rnn_backward(dH, cache):
             np.matmul(da, W_hT, out=dh)
             dA[t - 1] += dh
     dh0 = dA[0] @ W_hT  # (B, H)
-    return dA, _weight_grad(h0, Hs, dA), (dh0,)
+    return dA, _weight_grad(Hs0, dA), (dh0,)
 
 
 # ---------------------------------------------------------------- LSTM
@@ -147,32 +151,29 @@ def _lstm_forward(A, W_h, h0, c0):
     T, B, G = A.shape
     H = G // 4
     half, shift = _sigmoid_as_tanh(G, 3 * H, A.dtype)
-    Hs = np.empty((T, B, H), dtype=A.dtype)
-    Cs = np.empty((T, B, H), dtype=A.dtype)
+    Hs0, Cs0 = _with_h0(h0, T), _with_h0(c0, T)  # [t] is h_{t-1}, c_{t-1}; [t + 1] is h_t, c_t
     TCs = np.empty((T, B, H), dtype=A.dtype)  # tanh(c_t)
     s = np.empty((B, G), dtype=A.dtype)  # h_{t-1} W_h
     ig = np.empty((B, H), dtype=A.dtype)
-    h, c = h0, c0
     for t in range(T):
-        a = A[t]  # (B, 4H)
-        np.matmul(h, W_h, out=s)
+        a, c_prev, c = A[t], Cs0[t], Cs0[t + 1]  # (B, 4H), (B, H), (B, H)
+        np.matmul(Hs0[t], W_h, out=s)
         a += s
         a *= half  # one tanh over all four blocks: sigmoid(x) = (1 + tanh(x / 2)) / 2
         np.tanh(a, out=a)
         a *= half
         a += shift
         i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        np.multiply(f, c, out=Cs[t])
+        np.multiply(f, c_prev, out=c)
         np.multiply(i, g, out=ig)
-        Cs[t] += ig
-        np.tanh(Cs[t], out=TCs[t])
-        np.multiply(o, TCs[t], out=Hs[t])
-        h, c = Hs[t], Cs[t]
-    return Hs, (Hs[-1], Cs[-1]), (A, Hs, Cs, TCs, W_h, h0, c0)
+        c += ig
+        np.tanh(c, out=TCs[t])
+        np.multiply(o, TCs[t], out=Hs0[t + 1])
+    return Hs0[1:], (Hs0[-1], Cs0[-1]), (A, Hs0, Cs0, TCs, W_h)
 
 
 def _lstm_backward(dH, cache):
-    A, Hs, Cs, TCs, W_h, h0, c0 = cache
+    A, Hs0, Cs0, TCs, W_h = cache
     T, B, G = A.shape
     H = G // 4
     W_hT = np.ascontiguousarray(W_h.T)  # (4H, H): a plain product is faster than a transposed one
@@ -190,7 +191,7 @@ def _lstm_backward(dH, cache):
         i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
         di, df, do, dg = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
         tc = TCs[t]
-        c_prev = Cs[t - 1] if t else c0
+        c_prev = Cs0[t]
         if t == T - 1:
             dh[...] = dH[t]
         else:
@@ -210,7 +211,7 @@ def _lstm_backward(dH, cache):
         d1 *= d2
         da *= d1
     dh0 = dA[0] @ W_hT  # (B, H)
-    return dA, _weight_grad(h0, Hs, dA), (dh0, dc)
+    return dA, _weight_grad(Hs0, dA), (dh0, dc)
 
 
 # ---------------------------------------------------------------- GRU
@@ -219,32 +220,27 @@ def _lstm_backward(dH, cache):
 def _gru_forward(A, W_h, h0):
     T, B, G = A.shape
     H = G // 3
-    Hs = np.empty((T, B, H), dtype=A.dtype)
+    Hs0 = _with_h0(h0, T)
     S = np.empty((T, B, G), dtype=A.dtype)  # s_t = h_{t-1} W_h; backward needs s_n
     tmp = np.empty((B, H), dtype=A.dtype)
-    h = h0
     for t in range(T):
-        a, s = A[t], S[t]  # (B, 3H) -> [r, u, n]
+        a, s, h = A[t], S[t], Hs0[t]  # (B, 3H) -> [r, u, n], (B, 3H), h_{t-1} (B, H)
         np.matmul(h, W_h, out=s)
         ru = a[:, : 2 * H]
         ru += s[:, : 2 * H]
-        ru *= 0.5  # sigmoid(x) = (1 + tanh(x / 2)) / 2
-        np.tanh(ru, out=ru)
-        ru *= 0.5
-        ru += 0.5
+        sigmoid_(ru)
         r, u, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
         np.multiply(r, s[:, 2 * H :], out=tmp)
         n += tmp
         np.tanh(n, out=n)
         np.subtract(h, n, out=tmp)  # h_t = n + u * (h_{t-1} - n)
         tmp *= u
-        np.add(n, tmp, out=Hs[t])
-        h = Hs[t]
-    return Hs, (Hs[-1],), (A, Hs, S, W_h, h0)
+        np.add(n, tmp, out=Hs0[t + 1])
+    return Hs0[1:], (Hs0[-1],), (A, Hs0, S, W_h)
 
 
 def _gru_backward(dH, cache):
-    A, Hs, S, W_h, h0 = cache
+    A, Hs0, S, W_h = cache
     T, B, G = A.shape
     H = G // 3
     W_hT = np.ascontiguousarray(W_h.T)  # (3H, H): a plain product is faster than a transposed one
@@ -258,7 +254,7 @@ def _gru_backward(dH, cache):
         a, da = A[t], dA[t]
         r, u, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
         dr, du, dn = da[:, :H], da[:, H : 2 * H], da[:, 2 * H :]
-        h_prev = Hs[t - 1] if t else h0
+        h_prev = Hs0[t]
         if t == T - 1:
             dh[...] = dH[t]
         else:
@@ -280,4 +276,4 @@ def _gru_backward(dH, cache):
         dS[t, :, : 2 * H] = dru
         np.multiply(dn, r, out=dS[t, :, 2 * H :])
     dh0 = dS[0] @ W_hT + carry  # (B, H)
-    return dA, _weight_grad(h0, Hs, dS), (dh0,)
+    return dA, _weight_grad(Hs0, dS), (dh0,)
