@@ -20,7 +20,7 @@ from charrnn.cli import main
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.sample import generate
-from charrnn.vocab import EOS, UNK, Vocab, count_chars
+from charrnn.vocab import EOS, Vocab, count_chars
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LONG = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])

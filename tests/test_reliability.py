@@ -26,7 +26,8 @@ from charrnn import checkpoint, data
 from charrnn.cli import main
 from charrnn.errors import CharrnnError
 
-NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan", "kai", "lena"] * 3) + "\n"
+NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan", "kai", "lena"] * 3)
+NAMES += "\n"
 PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom.\n\n"
          "It was the epoch of belief, it was the epoch of incredulity.\n") * 4
 TINY = ["--hidden-size", "8", "--layers", "1", "--steps", "4", "--eval-every", "2", "--quiet"]
@@ -98,7 +99,8 @@ BAD_TEXTS = {
     "directory": ("dir", "is a directory, not a text file"),
     "empty": (b"", "the file is empty"),
     "whitespace": (b"  \n\t\n \r\n", "the file has only whitespace"),
-    "binary": (b"PK\x03\x04\x00\x00\x01\x02abc\x00\xff" * 20, "looks like a binary file (it contains NUL bytes), not text"),
+    "binary": (b"PK\x03\x04\x00\x00\x01\x02abc\x00\xff" * 20,
+               "looks like a binary file (it contains NUL bytes), not text"),
     "latin-1": ("caf\xe9\nna\xefve\nse\xf1or\n".encode("latin-1"),
                 "not valid utf-8 (byte 3): pass --encoding (e.g. latin-1) or --errors replace"),
     "utf-16": ("hello\nworld\n".encode("utf-16"), "looks like a binary file (it contains NUL bytes), not text"),
@@ -148,7 +150,8 @@ def test_text_that_decodes_to_lone_surrogates_is_refused(tmp_path, capsys):
     path = tmp_path / "escaped.txt"
     path.write_text("ab\\ud800cd\nef\n")  # fine as unicode_escape, but not printable text
     code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--encoding", "unicode_escape", *TINY)
-    assert error_line(code, err) == f"Error: {path}: decodes to unpaired surrogates, which are not text: check --encoding"
+    assert error_line(code, err) == (f"Error: {path}: decodes to unpaired surrogates, which are not text: "
+                                     "check --encoding")
 
 
 def test_utf16_with_its_encoding_trains(tmp_path, capsys):
@@ -501,7 +504,8 @@ def bad_checkpoint(kind: str, src: Path, dst: Path) -> str:
     if kind == "wrong-shape":
         w = a["param.W_y"]
         rewritten(src, dst, param__W_y=np.zeros((w.shape[0] + 1, w.shape[1]), w.dtype))
-        return f"{WHY} (param.W_y is float32[{w.shape[0] + 1}, {w.shape[1]}], config says float32[{w.shape[0]}, {w.shape[1]}])"
+        H, V = w.shape
+        return f"{WHY} (param.W_y is float32[{H + 1}, {V}], config says float32[{H}, {V}])"
     if kind == "wrong-dtype":
         rewritten(src, dst, param__W_y=a["param.W_y"].astype(np.float64))
         return WHY
