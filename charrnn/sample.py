@@ -40,7 +40,9 @@ def pick(
     """One id per row of logits (B, V); -inf logits are never chosen."""
     if temperature == 0:
         return logits.argmax(axis=1)
-    z = logits.astype(np.float64) / temperature  # (B, V)
+    z = logits.astype(np.float64)  # (B, V)
+    z -= z.max(axis=1, keepdims=True)  # before dividing: a tiny temperature then gives -inf, never NaN
+    z /= temperature
     V = z.shape[1]
     if 0 < top_k < V:
         kth = np.partition(z, V - top_k, axis=1)[:, V - top_k, None]  # (B, 1)
