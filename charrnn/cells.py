@@ -177,15 +177,11 @@ def _lstm_backward(dH, cache):
     T, B, G = A.shape
     H = G // 4
     W_hT = np.ascontiguousarray(W_h.T)  # (4H, H): a plain product is faster than a transposed one
-    one_minus = np.ones(G, dtype=A.dtype)  # derivatives (1 - a)(a + q): q = 0 gives s(1 - s),
-    q = np.zeros(G, dtype=A.dtype)  # q = 1 gives 1 - g^2
-    q[3 * H :] = 1
     dA = np.empty_like(A)  # (T, B, 4H)
     dc = np.zeros((B, H), dtype=A.dtype)  # dL/dc_t carried backwards
     dh = np.empty((B, H), dtype=A.dtype)  # dL/dh_t: from above plus from step t + 1
     tmp = np.empty((B, H), dtype=A.dtype)
-    d1 = np.empty((B, G), dtype=A.dtype)
-    d2 = np.empty((B, G), dtype=A.dtype)
+    d = np.empty((B, G), dtype=A.dtype)  # activation derivatives
     for t in reversed(range(T)):
         a, da = A[t], dA[t]
         i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
@@ -206,10 +202,10 @@ def _lstm_backward(dH, cache):
         np.multiply(dc, c_prev, out=df)
         np.multiply(dc, i, out=dg)
         dc *= f  # now dL/dc_{t-1}
-        np.subtract(one_minus, a, out=d1)  # through the activations, all four blocks at once
-        np.add(a, q, out=d2)
-        d1 *= d2
-        da *= d1
+        np.multiply(a, a, out=d)  # sigmoid' = s - s^2, tanh' = 1 - g^2
+        np.subtract(a[:, : 3 * H], d[:, : 3 * H], out=d[:, : 3 * H])
+        np.subtract(1, d[:, 3 * H :], out=d[:, 3 * H :])
+        da *= d
     dh0 = dA[0] @ W_hT  # (B, H)
     return dA, _weight_grad(Hs0, dA), (dh0, dc)
 
