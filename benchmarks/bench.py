@@ -1,0 +1,372 @@
+"""Speed of charrnn against PyTorch on the same machine, in the same process.
+
+    python benchmarks/bench.py                 # the table (~3 min with PyTorch installed)
+    python benchmarks/bench.py --quick         # a seconds-long smoke of every measurement
+    python benchmarks/bench.py --memory        # also peak memory on a generated 100 MB text
+    python benchmarks/bench.py --json out.json # the results as JSON as well
+
+Training: one step is what `Trainer.train_step` pays for, `model.loss_and_grads` +
+`optim.clip_` (norm 5) + `optim.step_` (Adam), on consecutive tiny-shakespeare batches
+(B = 32 streams, T = 64 steps, 1 layer, float32), the state carried between batches.
+PyTorch does the same with nn.LSTM / nn.GRU / nn.RNN on one-hot inputs + nn.Linear,
+F.cross_entropy, clip_grad_norm_ and torch.optim.Adam. The two alternate in blocks of
+steps (one untimed step first, so neither inherits the other's spinning threads) and the
+table shows medians: the machine may be shared, so only side-by-side ratios mean much.
+
+Both libraries get the same thread count (--threads, default: all cores): numpy's BLAS
+through the usual environment variables, set before numpy is imported, and
+torch.set_num_threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _threads_from_argv() -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    return pre.parse_known_args()[0].threads
+
+
+THREADS = _threads_from_argv()
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = str(THREADS)  # before numpy loads its BLAS
+
+import numpy as np  # noqa: E402
+
+from charrnn import model, optim  # noqa: E402
+from charrnn.data import StreamLayout, make_corpus  # noqa: E402
+from charrnn.model import ModelConfig  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+CONFIGS = [("lstm", 256), ("gru", 256), ("rnn", 256), ("lstm", 128), ("lstm", 512)]
+B, T = 32, 64  # streams per batch, BPTT steps
+LR, CLIP = 2e-3, 5.0
+
+
+def load_text(path: Path) -> tuple[str, str]:
+    if path.exists():
+        return path.read_text(encoding="utf-8"), str(path)
+    rng = np.random.default_rng(0)  # same alphabet size as tiny-shakespeare
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-&$3\n"))
+    return "".join(alphabet[rng.integers(0, len(alphabet), 1_000_000)]), "random text (data file missing)"
+
+
+def median_rate(samples: list[float]) -> float:
+    return float(statistics.median(samples)) if samples else 0.0
+
+
+def time_block(step: Callable[[], Any], steps: int) -> float:
+    """Seconds per step over `steps` timed steps, after one untimed step."""
+    step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+# ---------------------------------------------------------------- charrnn
+
+
+class CharrnnRun:
+    """Training steps and one-stream sampling of a charrnn model."""
+
+    def __init__(self, cell: str, hidden: int, corpus: Any) -> None:
+        self.cfg = ModelConfig(len(corpus.vocab), cell, hidden, layers=1)
+        rng = np.random.default_rng(0)
+        self.params = model.init_params(self.cfg, rng)
+        self.opt = optim.init_state("adam", self.params)
+        self.corpus = corpus
+        self.layout = StreamLayout(len(corpus.train), B, T)
+        self.k = 0
+        self.state: model.State | None = None
+
+    def train_step(self) -> None:
+        x, y = self.layout.batch(self.corpus.train, self.k)
+        self.k = (self.k + 1) % self.layout.chunks
+        _, grads, self.state = model.loss_and_grads(self.params, self.cfg, x, y, None, self.state)
+        optim.clip_(grads, CLIP)
+        optim.step_("adam", self.params, grads, self.opt, LR)
+
+    def sample(self, length: int) -> tuple[float, str]:
+        """Characters per second generating one stream, and how it was measured."""
+        try:
+            from charrnn import sample
+        except ImportError:
+            sample = None  # type: ignore[assignment]
+        rng = np.random.default_rng(0)
+        if sample is not None and hasattr(sample, "generate"):
+            t0 = time.perf_counter()
+            sample.generate(self.params, self.cfg, self.corpus.vocab, "stream", n=1, length=length, rng=rng)
+            return length / (time.perf_counter() - t0), "charrnn.sample.generate"
+        ids = np.zeros((1, 1), np.int32)  # no sampler yet: one-step forward + softmax + choice
+        state = None
+        t0 = time.perf_counter()
+        for _ in range(length):
+            logits, state, _ = model.forward(self.params, self.cfg, ids, state)
+            p = np.exp(logits[0, 0] - logits[0, 0].max())
+            ids[0, 0] = rng.choice(len(p), p=p / p.sum())
+        return length / (time.perf_counter() - t0), "model.forward with T=1 (no charrnn.sample.generate)"
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+class TorchRun:
+    """The same model, data and optimizer in PyTorch."""
+
+    def __init__(self, torch: Any, cell: str, hidden: int, corpus: Any) -> None:
+        self.torch = torch
+        nn = torch.nn
+        self.V = len(corpus.vocab)
+        torch.manual_seed(0)
+        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](self.V, hidden)
+        self.out = nn.Linear(hidden, self.V)
+        self.params = list(self.rnn.parameters()) + list(self.out.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=LR)
+        self.corpus = corpus
+        self.layout = StreamLayout(len(corpus.train), B, T)
+        self.k = 0
+        self.state: Any = None
+
+    def train_step(self) -> None:
+        torch = self.torch
+        x, y = self.layout.batch(self.corpus.train, self.k)
+        self.k = (self.k + 1) % self.layout.chunks
+        x1 = torch.nn.functional.one_hot(torch.from_numpy(x).long(), self.V).float()  # (T, B, V)
+        if self.state is not None:
+            self.state = tuple(s.detach() for s in self.state) if isinstance(self.state, tuple) else self.state.detach()
+        hs, self.state = self.rnn(x1, self.state)
+        logits = self.out(hs)  # (T, B, V)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.V), torch.from_numpy(y).long().reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, CLIP)
+        self.opt.step()
+
+    def sample(self, length: int) -> float:
+        torch = self.torch
+        gen = torch.Generator().manual_seed(0)
+        x = torch.zeros(1, 1, self.V)
+        state = None
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            for _ in range(length):
+                hs, state = self.rnn(x, state)
+                p = torch.softmax(self.out(hs[0, 0]), dim=-1)
+                i = int(torch.multinomial(p, 1, generator=gen))
+                x.zero_()
+                x[0, 0, i] = 1
+            return length / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def useful_flops_per_char(cell: str, hidden: int, V: int) -> float:
+    """6 x the weights a one-hot-input model multiplies by: 2 forward, 4 backward."""
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell] * hidden
+    return 6.0 * (V * G + hidden * G + hidden * V)
+
+
+def sgemm_gflops(n: int, repeats: int) -> float:
+    """Best float32 matmul rate at n x n x n, in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=out)
+    best = min(time_block(lambda: np.matmul(a, b, out=out), 1) for _ in range(repeats))
+    return 2.0 * n**3 / best / 1e9
+
+
+def startup_seconds(repeats: int) -> float | None:
+    """Median wall time of `charrnn --help`, or None without the console script."""
+    exe = shutil.which("charrnn")
+    if exe is None:
+        return None
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([exe, "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+PEAK_WRAPPER = """
+import resource, runpy, sys
+what, out, *sys.argv[1:] = sys.argv[1:]
+try:
+    if what == "encode":
+        from charrnn.data import make_corpus, read_text
+        make_corpus(read_text(sys.argv[1]), mode="stream")
+    else:
+        sys.argv[0] = "charrnn"
+        runpy.run_module("charrnn", run_name="__main__")
+except SystemExit as e:
+    if e.code:
+        raise
+finally:
+    try:  # this process's own high-water mark (ru_maxrss would include the forking parent's)
+        status = open("/proc/self/status").read()
+        kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    except OSError:
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    open(out, "w").write(str(kib))
+"""
+
+
+def peak_memory(source: str, megabytes: int, workdir: Path) -> dict[str, float]:
+    """Peak resident memory (MB) and wall time of encoding, and of two training steps
+    through the CLI, on a text of `megabytes` MB made by repeating `source`."""
+    path = workdir / "big.txt"
+    with open(path, "w", encoding="utf-8") as f:
+        written = 0
+        while written < megabytes * 1_000_000:
+            f.write(source)
+            written += len(source.encode("utf-8"))
+    train_args = ["train", str(path), "--out", str(workdir / "m.npz"), "--cell", "lstm", "--hidden-size", "256",
+                  "--layers", "1", "--batch-size", str(B), "--seq-len", str(T), "--steps", "2", "--mode", "stream"]
+    result: dict[str, float] = {"text_mb": path.stat().st_size / 1e6}
+    for name, job_args in (("encode", [str(path)]), ("train", train_args)):
+        out = workdir / f"{name}.peak"
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, name, str(out), *job_args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{name} failed ({proc.returncode}): {proc.stderr[-500:]}")
+        result[f"{name}_seconds"] = time.perf_counter() - t0
+        result[f"{name}_peak_mb"] = int(out.read_text()) / 1024
+    return result
+
+
+def import_torch(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(THREADS)
+    return torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a seconds-long smoke run: 1 repetition of 2 steps")
+    ap.add_argument("--reps", type=int, default=7, help="alternating blocks per library and model")
+    ap.add_argument("--block-seconds", type=float, default=1.5, help="target length of one timed block")
+    ap.add_argument("--threads", type=int, default=THREADS, help="BLAS / torch threads [default: all cores]")
+    ap.add_argument("--configs", default=",".join(f"{c}-{h}" for c, h in CONFIGS), help="cell-hidden, comma separated")
+    ap.add_argument("--sample-chars", type=int, default=2000, help="characters generated per sampling measurement")
+    ap.add_argument("--no-torch", action="store_true", help="charrnn only")
+    ap.add_argument("--memory", action="store_true", help="also peak memory on a generated text (slow)")
+    ap.add_argument("--memory-mb", type=int, default=100, help="size of that text in MB")
+    ap.add_argument("--data", type=Path, default=DATA, help="training text [default: tiny-shakespeare]")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    if args.quick:
+        args.reps, args.sample_chars = 1, 50
+
+    torch = import_torch(not args.no_torch)
+    text, source = load_text(args.data)
+    corpus = make_corpus(text, mode="stream", val_fraction=0.0)
+    V = len(corpus.vocab)
+    gemm = sgemm_gflops(256 if args.quick else 2048, 2 if args.quick else 5)
+    torch_note = torch.__version__ if torch else "(off)" if args.no_torch else "(not installed)"
+    print(f"charrnn vs PyTorch {torch_note}; numpy {np.__version__}; "
+          f"{THREADS} threads; {platform.processor() or platform.machine()}")
+    print(f"data: {source}, V = {V}; B = {B}, T = {T}, 1 layer, float32, Adam, clip norm {CLIP}")
+    print(f"float32 matmul rate (numpy, {256 if args.quick else 2048}^3): {gemm:.1f} GFLOP/s\n")
+
+    head = (f"{'model':<10}{'charrnn ch/s':>14}{'torch ch/s':>12}{'ratio':>7}{'% sgemm':>9}"
+            f"{'torch %':>9}{'sample ch/s':>13}{'torch':>9}")
+    print(head)
+    print("-" * len(head))
+    rows = []
+    sample_how = ""
+    for spec in args.configs.split(","):
+        cell, hidden = spec.split("-")[0], int(spec.split("-")[1])
+        ours = CharrnnRun(cell, hidden, corpus)
+        theirs = TorchRun(torch, cell, hidden, corpus) if torch else None
+        per_step = time_block(ours.train_step, 1)
+        steps = 2 if args.quick else max(2, int(args.block_seconds / per_step))
+        ours_rates: list[float] = []
+        theirs_rates: list[float] = []
+        for _ in range(args.reps):
+            ours_rates.append(B * T / time_block(ours.train_step, steps))
+            if theirs:
+                theirs_rates.append(B * T / time_block(theirs.train_step, steps))
+        ours_sample, sample_how = ours.sample(args.sample_chars)
+        theirs_sample = theirs.sample(args.sample_chars) if theirs else None
+        flops = useful_flops_per_char(cell, hidden, V)
+        row = {
+            "cell": cell,
+            "hidden": hidden,
+            "steps_per_block": steps,
+            "charrnn_chars_per_s": median_rate(ours_rates),
+            "torch_chars_per_s": median_rate(theirs_rates) if theirs else None,
+            "ratio": median_rate(ours_rates) / median_rate(theirs_rates) if theirs else None,
+            "charrnn_fraction_of_sgemm": median_rate(ours_rates) * flops / (gemm * 1e9),
+            "torch_fraction_of_sgemm": median_rate(theirs_rates) * flops / (gemm * 1e9) if theirs else None,
+            "charrnn_sample_chars_per_s": ours_sample,
+            "torch_sample_chars_per_s": theirs_sample,
+            "charrnn_all": ours_rates,
+            "torch_all": theirs_rates,
+        }
+        rows.append(row)
+
+        def fmt(v: float | None, spec: str) -> str:
+            return "-" if v is None else format(v, spec)
+
+        print(f"{spec:<10}{fmt(row['charrnn_chars_per_s'], ',.0f'):>14}{fmt(row['torch_chars_per_s'], ',.0f'):>12}"
+              f"{fmt(row['ratio'], '.2f'):>7}{fmt(100 * row['charrnn_fraction_of_sgemm'], '.0f'):>9}"
+              f"{fmt(row['torch_fraction_of_sgemm'] and 100 * row['torch_fraction_of_sgemm'], '.0f'):>9}"
+              f"{fmt(ours_sample, ',.0f'):>13}{fmt(theirs_sample, ',.0f'):>9}", flush=True)
+    print(f"\nmedians of {args.reps} alternating blocks; % sgemm = 6 x weights x chars/s over the matmul rate;")
+    print(f"sampling: one stream, {args.sample_chars} characters, charrnn via {sample_how}")
+
+    startup = startup_seconds(1 if args.quick else 5)
+    print(f"`charrnn --help`: {'console script not installed' if startup is None else f'{startup:.2f} s'}")
+    memory = None
+    if args.memory:
+        with tempfile.TemporaryDirectory() as tmp:
+            memory = peak_memory(text, 1 if args.quick else args.memory_mb, Path(tmp))
+        print(f"{memory['text_mb']:.0f} MB text: encoding peaks at {memory['encode_peak_mb']:.0f} MB "
+              f"({memory['encode_seconds']:.1f} s), 2 training steps via the CLI at "
+              f"{memory['train_peak_mb']:.0f} MB ({memory['train_seconds']:.1f} s)")
+
+    if args.json:
+        results = {
+            "threads": THREADS,
+            "numpy": np.__version__,
+            "torch": torch.__version__ if torch else None,
+            "data": source,
+            "vocab_size": V,
+            "batch_size": B,
+            "seq_len": T,
+            "reps": args.reps,
+            "sgemm_gflops": gemm,
+            "train": rows,
+            "sample_method": sample_how,
+            "startup_seconds": startup,
+            "memory": memory,
+        }
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

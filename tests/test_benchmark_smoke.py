@@ -1,0 +1,61 @@
+"""benchmarks/bench.py --quick runs end to end and writes every number it promises.
+
+No timing is asserted: the machine may be busy. PyTorch columns are checked only when
+torch is installed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+CONFIGS = {("lstm", 256), ("gru", 256), ("rnn", 256), ("lstm", 128), ("lstm", 512)}
+
+
+def has_torch() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    run = subprocess.run([sys.executable, str(BENCH), "--quick", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "charrnn ch/s" in run.stdout  # the table was printed
+    return json.loads(out.read_text())
+
+
+def test_top_level_numbers(results):
+    assert results["threads"] >= 1
+    assert results["vocab_size"] > 2
+    assert (results["batch_size"], results["seq_len"]) == (32, 64)
+    assert results["sgemm_gflops"] > 0
+    assert results["startup_seconds"] is None or results["startup_seconds"] > 0
+    assert results["sample_method"]
+
+
+def test_every_model_has_positive_rates(results):
+    rows = results["train"]
+    assert {(r["cell"], r["hidden"]) for r in rows} == CONFIGS
+    for r in rows:
+        name = f"{r['cell']}-{r['hidden']}"
+        assert r["charrnn_chars_per_s"] > 0, name
+        assert r["charrnn_sample_chars_per_s"] > 0, name
+        assert 0 < r["charrnn_fraction_of_sgemm"], name
+        assert len(r["charrnn_all"]) == results["reps"], name
+
+
+@pytest.mark.skipif(not has_torch(), reason="PyTorch is not installed (benchmark comparison only)")
+def test_torch_columns_when_installed(results):
+    assert results["torch"]
+    for r in results["train"]:
+        assert r["torch_chars_per_s"] > 0
+        assert r["torch_sample_chars_per_s"] > 0
+        assert r["ratio"] == pytest.approx(r["charrnn_chars_per_s"] / r["torch_chars_per_s"])
