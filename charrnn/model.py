@@ -164,8 +164,11 @@ def forward(
     layer_caches = []
     for l in range(cfg.layers):
         W_x, W_h, b = params[f"W_x{l}"], params[f"W_h{l}"], params[f"b{l}"]
-        if l == 0:
+        if l == 0 and T * B > len(W_x):
             A = (W_x + b)[x]  # (T, B, G) row lookup == one-hot product; b added to V rows, not T*B
+        elif l == 0:  # sampling: fewer ids than rows
+            A = W_x[x]  # (T, B, G)
+            A += b
         else:
             A = (inp.reshape(T * B, -1) @ W_x).reshape(T, B, -1)  # (T, B, G)
             A += b
