@@ -57,18 +57,6 @@ class Dtype(str, Enum):
     float64 = "float64"
 
 
-def _err_console():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
-def _out_console():
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
 def _val(e: Any) -> Any:
     return e.value if isinstance(e, Enum) else e
 

@@ -7,7 +7,6 @@ import math
 import signal
 import sys
 import time
-import zlib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -36,10 +35,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def shown(ch: str) -> str:
     """A vocabulary character as a person can read it."""
     return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(ch, ch if ch.isprintable() else f"\\u{ord(ch):04x}")
-
-
-def fingerprint(ids: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(ids).tobytes())
 
 
 # ---------------------------------------------------------------- train
@@ -129,7 +124,6 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
         corpus = data.make_corpus(text, o["mode"], o["val_fraction"], o["min_count"], o["max_vocab"], o["seed"])
         model_cfg, cfg, chosen = _resolve(o, explicit, corpus)
         trainer = Trainer(corpus, model_cfg, cfg, source=text_file.name)
-        trainer.fingerprint = fingerprint(corpus.train)
     else:
         old = resume.meta.get("train", {})
         for name in explicit - RESUMABLE:
@@ -151,7 +145,6 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
         corpus = data.make_corpus(text, resume.meta["mode"], cfg.val_fraction, cfg.min_count, cfg.max_vocab,
                                   cfg.seed, vocab=resume.vocab)
         trainer = Trainer(corpus, model_cfg, cfg, resume=resume)
-        trainer.fingerprint = fingerprint(corpus.train)
         if resume.meta.get("corpus", {}).get("fingerprint") not in (None, trainer.fingerprint):
             notes.append("this text differs from the one the checkpoint was trained on: "
                          "training continues on it, but this is not an exact resume")
@@ -171,9 +164,7 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
         err.print(f"[yellow]Note:[/] {note}")
 
     def save() -> None:
-        ck = trainer.checkpoint()
-        ck.meta["corpus"]["fingerprint"] = trainer.fingerprint
-        checkpoint.save(target, ck)
+        checkpoint.save(target, trainer.checkpoint())
 
     cfg = trainer.cfg
     total = cfg.steps or (math.ceil(cfg.epochs * trainer.batches_per_epoch) if cfg.epochs else None)

@@ -101,7 +101,6 @@ class Corpus:
     val_starts: np.ndarray
     unk_chars: int  # characters of the text that became <UNK>
     chars: int  # characters in the text
-    cut_lines: int = 0  # lines: lines longer than max_len that were cut
 
 
 def line_starts(ids: np.ndarray) -> np.ndarray:

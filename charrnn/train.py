@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import zlib
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable
 
@@ -94,6 +95,7 @@ class Trainer:
     ) -> None:
         cfg.check()
         self.corpus, self.cfg, self.model_cfg = corpus, cfg, model_cfg
+        self.fingerprint = zlib.crc32(np.ascontiguousarray(corpus.train).tobytes())  # tells a changed text on resume
         self.notes: list[str] = []  # adjustments worth telling the user
         if corpus.mode == "stream":
             b, t, self.notes = fit_stream(len(corpus.train), cfg.batch_size, cfg.seq_len)
@@ -105,9 +107,9 @@ class Trainer:
             cfg.batch_size = min(cfg.batch_size, n_lines)
             self.batches_per_epoch = -(-n_lines // cfg.batch_size)
             lengths = np.diff(np.r_[corpus.train_starts, len(corpus.train)]) - 1
-            self.cut_lines = int(np.count_nonzero(lengths > cfg.seq_len))
-            if self.cut_lines:
-                self.notes.append(f"{self.cut_lines} lines longer than --seq-len {cfg.seq_len} are cut")
+            cut = int(np.count_nonzero(lengths > cfg.seq_len))
+            if cut:
+                self.notes.append(f"{cut} lines longer than --seq-len {cfg.seq_len} are cut")
         if resume is None:
             rng = np.random.default_rng(cfg.seed)
             self.params = model.init_params(model_cfg, rng)
@@ -166,7 +168,8 @@ class Trainer:
             "train": asdict(self.cfg),
             "mode": c.mode,
             "source": self.source,
-            "corpus": {"chars": c.chars, "unk_chars": c.unk_chars, "train_chars": len(c.train), "val_chars": len(c.val)},
+            "corpus": {"chars": c.chars, "unk_chars": c.unk_chars, "train_chars": len(c.train), "val_chars": len(c.val),
+                       "fingerprint": self.fingerprint},
             "progress": {
                 "step": self.step, "epoch": self.epoch, "pos": self.pos,
                 "rng": self.rng.bit_generator.state, "evals_since_best": self.evals_since_best,
