@@ -25,7 +25,7 @@ from charrnn.train import Trainer, TrainConfig, auto_settings
 MODEL_FIELDS = ("cell", "hidden_size", "layers", "activation", "dropout", "dtype")
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 # options that may change when resuming; the others define the model and its data
-RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", "steps", "epochs", "time_minutes",
+RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", "steps", "epochs", "time",
              "eval_every", "patience", "quiet", "out", "resume", "text_file", "encoding", "errors"}
 
 out = Console(highlight=False, soft_wrap=True)
@@ -127,8 +127,7 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     else:
         old = resume.meta.get("train", {})
         for name in explicit - RESUMABLE:
-            key = "time_minutes" if name == "time" else name
-            before = old.get(key, getattr(resume.cfg, key, None))
+            before = old.get(name, getattr(resume.cfg, name, None))
             if before is not None and before != o[name] and name != "mode":
                 raise CharrnnError(f"--{name.replace('_', '-')} cannot change when resuming "
                                    f"(the checkpoint has {before}); train a new model instead")

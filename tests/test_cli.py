@@ -153,6 +153,14 @@ def test_resume_continues_where_it_stopped(tmp_path, capsys, names_file):
     assert np.array_equal(a.val_losses, b.val_losses)
 
 
+def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_file):
+    ckpt = tmp_path / "m.npz"
+    assert run(capsys, "train", names_file, "--out", ckpt, "--time", "0.01", *TINY[:4], "--quiet")[0] == 0
+    code, _, err = run(capsys, "train", names_file, "--resume", ckpt, "--time", "0.02", "--patience", "9", "--quiet")
+    assert code == 0, err
+    assert checkpoint.load(ckpt).meta["train"]["patience"] == 9
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "missing.txt"], "Error: missing.txt: no such file"),
     (["sample", "missing.npz"], "Error: missing.npz: no such file"),
