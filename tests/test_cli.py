@@ -6,25 +6,14 @@ import sys
 
 import numpy as np
 import pytest
+from clirun import run
 
 from charrnn import checkpoint
-from charrnn.cli import main
 
 NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan", "kai", "lena"] * 4) + "\n"
 PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
          "it was the age of foolishness.\n\nIt was the epoch of belief, it was the epoch of incredulity.\n") * 6
 TINY = ["--hidden-size", "16", "--layers", "1", "--steps", "12", "--eval-every", "6", "--quiet"]
-
-
-def run(capsys, *args):
-    """(exit code, stdout, stderr) of `charrnn args`."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 @pytest.fixture

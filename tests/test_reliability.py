@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirun import run
 
 import charrnn
 from charrnn import checkpoint, data
@@ -35,17 +36,6 @@ ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def run(capsys, *args) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `charrnn args`, run in process."""
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
 
 
 def run_quietly(*args) -> int:
