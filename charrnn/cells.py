@@ -28,6 +28,7 @@ is one large product after the loop: dW_h = sum_t h_{t-1}^T dS_t.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ def sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
+@lru_cache(maxsize=16)
 def _sigmoid_as_tanh(G: int, n_sigmoid: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """Row vectors (G,) that turn one tanh over a whole gate row into sigmoids on the first
     n_sigmoid columns: s = half * tanh(half * a) + shift, with half = 1/2 and shift = 1/2 there,
@@ -90,6 +92,25 @@ def backward(
     return _rnn_backward(dH, cache)
 
 
+def step(
+    cell: str, a: np.ndarray, W_h: np.ndarray, state: tuple[np.ndarray, ...], activation: str = "tanh"
+) -> tuple[np.ndarray, ...]:
+    """One time step without a cache (sampling): a (B, G) is this step's input projection
+    and is overwritten; returns the new state (h,) or (h, c). Same arithmetic as `forward`."""
+    h_prev = state[0]
+    s = h_prev @ W_h  # (B, G)
+    h = np.empty_like(h_prev)
+    if cell == "lstm":
+        c = np.empty_like(h_prev)
+        _lstm_cell(a, s, state[1], c, np.empty_like(h), h, np.empty_like(h))
+        return h, c
+    if cell == "gru":
+        _gru_cell(a, s, h_prev, h, np.empty_like(h))
+    else:
+        _rnn_cell(a, s, h, activation)
+    return (h,)
+
+
 def _with_h0(h0: np.ndarray, T: int) -> np.ndarray:
     """(T + 1, B, H) with h0 in front: [t] is h_{t-1}, [t + 1] is h_t, [1:] are the outputs."""
     Hs0 = np.empty((T + 1, *h0.shape), dtype=h0.dtype)
@@ -111,14 +132,18 @@ def _rnn_forward(A, W_h, h0, activation):
     Hs0 = _with_h0(h0, T)
     s = np.empty((B, H), dtype=A.dtype)  # h_{t-1} W_h
     for t in range(T):
-        h = Hs0[t + 1]  # (B, H)
         np.matmul(Hs0[t], W_h, out=s)
-        np.add(A[t], s, out=h)
-        if activation == "relu":
-            np.maximum(h, 0, out=h)
-        else:
-            np.tanh(h, out=h)
+        _rnn_cell(A[t], s, Hs0[t + 1], activation)
     return Hs0[1:], (Hs0[-1],), (Hs0, W_h, activation)
+
+
+def _rnn_cell(a, s, h, activation):
+    """h_t = f(a + s) with s = h_{t-1} W_h."""
+    np.add(a, s, out=h)
+    if activation == "relu":
+        np.maximum(h, 0, out=h)
+    else:
+        np.tanh(h, out=h)
 
 
 def _rnn_backward(dH, cache):
@@ -150,26 +175,32 @@ def _rnn_backward(dH, cache):
 def _lstm_forward(A, W_h, h0, c0):
     T, B, G = A.shape
     H = G // 4
-    half, shift = _sigmoid_as_tanh(G, 3 * H, A.dtype)
     Hs0, Cs0 = _with_h0(h0, T), _with_h0(c0, T)  # [t] is h_{t-1}, c_{t-1}; [t + 1] is h_t, c_t
     TCs = np.empty((T, B, H), dtype=A.dtype)  # tanh(c_t)
     s = np.empty((B, G), dtype=A.dtype)  # h_{t-1} W_h
     ig = np.empty((B, H), dtype=A.dtype)
     for t in range(T):
-        a, c_prev, c = A[t], Cs0[t], Cs0[t + 1]  # (B, 4H), (B, H), (B, H)
         np.matmul(Hs0[t], W_h, out=s)
-        a += s
-        a *= half  # one tanh over all four blocks: sigmoid(x) = (1 + tanh(x / 2)) / 2
-        np.tanh(a, out=a)
-        a *= half
-        a += shift
-        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        np.multiply(f, c_prev, out=c)
-        np.multiply(i, g, out=ig)
-        c += ig
-        np.tanh(c, out=TCs[t])
-        np.multiply(o, TCs[t], out=Hs0[t + 1])
+        _lstm_cell(A[t], s, Cs0[t], Cs0[t + 1], TCs[t], Hs0[t + 1], ig)
     return Hs0[1:], (Hs0[-1], Cs0[-1]), (A, Hs0, Cs0, TCs, W_h)
+
+
+def _lstm_cell(a, s, c_prev, c, tc, h, ig):
+    """Gates from a + s (B, 4H), left activated in a; writes c_t, tanh(c_t) and h_t.
+    ig is scratch."""
+    H = c.shape[1]
+    half, shift = _sigmoid_as_tanh(a.shape[1], 3 * H, a.dtype)
+    a += s
+    a *= half  # one tanh over all four blocks: sigmoid(x) = (1 + tanh(x / 2)) / 2
+    np.tanh(a, out=a)
+    a *= half
+    a += shift
+    i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+    np.multiply(f, c_prev, out=c)
+    np.multiply(i, g, out=ig)
+    c += ig
+    np.tanh(c, out=tc)
+    np.multiply(o, tc, out=h)
 
 
 def _lstm_backward(dH, cache):
@@ -220,19 +251,25 @@ def _gru_forward(A, W_h, h0):
     S = np.empty((T, B, G), dtype=A.dtype)  # s_t = h_{t-1} W_h; backward needs s_n
     tmp = np.empty((B, H), dtype=A.dtype)
     for t in range(T):
-        a, s, h = A[t], S[t], Hs0[t]  # (B, 3H) -> [r, u, n], (B, 3H), h_{t-1} (B, H)
-        np.matmul(h, W_h, out=s)
-        ru = a[:, : 2 * H]
-        ru += s[:, : 2 * H]
-        sigmoid_(ru)
-        r, u, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-        np.multiply(r, s[:, 2 * H :], out=tmp)
-        n += tmp
-        np.tanh(n, out=n)
-        np.subtract(h, n, out=tmp)  # h_t = n + u * (h_{t-1} - n)
-        tmp *= u
-        np.add(n, tmp, out=Hs0[t + 1])
+        np.matmul(Hs0[t], W_h, out=S[t])
+        _gru_cell(A[t], S[t], Hs0[t], Hs0[t + 1], tmp)
     return Hs0[1:], (Hs0[-1],), (A, Hs0, S, W_h)
+
+
+def _gru_cell(a, s, h_prev, h, tmp):
+    """Gates [r, u, n] from a (B, 3H) and s = h_{t-1} W_h, left activated in a; writes h_t.
+    tmp is scratch."""
+    H = h.shape[1]
+    ru = a[:, : 2 * H]
+    ru += s[:, : 2 * H]
+    sigmoid_(ru)
+    r, u, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
+    np.multiply(r, s[:, 2 * H :], out=tmp)
+    n += tmp
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=tmp)  # h_t = n + u * (h_{t-1} - n)
+    tmp *= u
+    np.add(n, tmp, out=h)
 
 
 def _gru_backward(dH, cache):

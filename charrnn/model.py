@@ -187,6 +187,36 @@ def forward(
     return logits, new_state, (x, inp, layer_caches)
 
 
+class Stepper:
+    """Advance B streams one character at a time, for sampling: the same arithmetic as
+    `forward` with T = 1, without its caches and per-call set-up. Ids in `banned` get
+    logit -inf (never chosen)."""
+
+    def __init__(self, params: Params, cfg: ModelConfig, state: State, banned: list[int] = ()) -> None:
+        self.cfg, self.state = cfg, state
+        self.table = params["W_x0"] + params["b0"]  # (V, G): layer 0's input projection by id
+        self.layers = [(params[f"W_x{l}"], params[f"W_h{l}"], params[f"b{l}"]) for l in range(cfg.layers)]
+        self.W_y, self.b_y = params["W_y"], params["b_y"].copy()
+        self.b_y[list(banned)] = -np.inf
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        """Logits (B, V) of the character after ids (B,); the state moves on by one step."""
+        new_state: State = []
+        h = None
+        for l, (W_x, W_h, b) in enumerate(self.layers):
+            if l == 0:
+                a = self.table[ids]  # (B, G)
+            else:
+                a = h @ W_x
+                a += b
+            new_state.append(cells.step(self.cfg.cell, a, W_h, self.state[l], self.cfg.activation))
+            h = new_state[-1][0]
+        self.state = new_state
+        logits = h @ self.W_y
+        logits += self.b_y
+        return logits
+
+
 def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, cache: Any) -> tuple[Params, State]:
     """Gradients of every parameter, and of the initial state, given dL/dlogits (T, B, V)."""
     x, top, layer_caches = cache

@@ -17,6 +17,8 @@ from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, Params
 from charrnn.vocab import EOS, UNK, Vocab
 
+CHUNK = 4096  # generated steps per output block
+
 
 def check_options(temperature: float, top_k: int, top_p: float, n: int = 1, length: int = 1) -> None:
     p = []
@@ -41,23 +43,25 @@ def pick(
     if temperature == 0:
         return logits.argmax(axis=1)
     z = logits.astype(np.float64)  # (B, V)
-    z -= z.max(axis=1, keepdims=True)  # before dividing: a tiny temperature then gives -inf, never NaN
-    z /= temperature
+    z -= np.maximum.reduce(z, axis=1, keepdims=True)  # before dividing: a tiny temperature gives -inf, not NaN
+    if temperature != 1:
+        z /= temperature
     V = z.shape[1]
     if 0 < top_k < V:
         kth = np.partition(z, V - top_k, axis=1)[:, V - top_k, None]  # (B, 1)
-        z[z < kth] = -np.inf
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
+        z[z < kth] = -np.inf  # the maximum (0) always stays
+    p = np.exp(z, out=z)  # unnormalised: the cumulative sum below is scaled by its last entry
     if top_p < 1:
+        p /= p.sum(axis=1, keepdims=True)
         order = np.argsort(-p, axis=1, kind="stable")
         ps = np.take_along_axis(p, order, axis=1)
         drop = np.cumsum(ps, axis=1) - ps >= top_p  # mass before this one already reaches top_p
         np.put_along_axis(p, order, np.where(drop, 0.0, ps), axis=1)
-    cdf = np.cumsum(p, axis=1)  # (B, V)
-    u = rng.random((len(p), 1)) * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=1), V - 1)
+    cdf = np.add.accumulate(p, axis=1)  # (B, V); ufunc methods: one step costs microseconds here
+    u = rng.random((len(p), 1))
+    u *= cdf[:, -1:]
+    i = np.add.reduce(cdf <= u, axis=1, dtype=np.intp)  # first index whose cdf passes u
+    return np.minimum(i, V - 1, out=i)
 
 
 @dataclass
@@ -97,28 +101,31 @@ def generate(
         nl = vocab.id_of("\n")
         context = np.array([nl if nl != UNK else EOS])
     context = context.astype(np.int32)
-    state = None
+    state = model.zero_state(cfg, n)
     if len(context) > 1:  # run the prime through the model once, for all rows together
         x = np.repeat(context[:-1, None], n, axis=1)  # (T, n)
         _, state, _ = model.forward(params, cfg, x, state)
     banned = [] if allow_unk else [UNK]
     if mode == "stream":
         banned.append(EOS)  # stream text never ends
+    step = model.Stepper(params, cfg, state, banned)
     last = np.full(n, context[-1], dtype=np.int32)
-    out = np.full((length, n), EOS, dtype=np.int32)
+    chunks: list[np.ndarray] = []  # (steps, n) blocks: memory grows with what is generated
     done = np.zeros(n, dtype=bool)
-    for t in range(length):
-        logits, state, _ = model.forward(params, cfg, last[None, :], state)
-        z = logits[0]  # (n, V)
-        z[:, banned] = -np.inf
-        nxt = pick(z, rng, temperature, top_k, top_p).astype(np.int32)
-        if mode == "lines":
-            nxt[done] = EOS
-            done |= nxt == EOS
-        out[t] = nxt
-        last = nxt
-        if done.all():
-            break
+    t = 0
+    while t < length and not done.all():
+        block = np.full((min(CHUNK, length - t), n), EOS, dtype=np.int32)
+        for k in range(len(block)):
+            nxt = pick(step(last), rng, temperature, top_k, top_p)
+            if mode == "lines":
+                nxt[done] = EOS
+                done |= nxt == EOS
+            block[k] = last = nxt
+            if done.all():
+                break
+        chunks.append(block)
+        t += len(block)
+    out = np.concatenate(chunks)  # (steps, n)
     texts = []
     for b in range(n):
         ids = out[:, b]

@@ -176,6 +176,26 @@ def test_each_cell_overfits_a_tiny_text(cell, activation):
     assert loss < 0.05, f"{cell}/{activation} only got to {loss:.3f} nats/char"
 
 
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_sampling_steps_match_the_training_forward(cell, activation):
+    """model.Stepper (sampling, one character at a time) against model.forward over the
+    whole sequence: the same logits at every step, two layers, float64."""
+    cfg = ModelConfig(vocab_size=9, cell=cell, hidden_size=6, layers=2, activation=activation, dtype="float64")
+    rng = np.random.default_rng(5)
+    params = model.init_params(cfg, rng)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in params.items()}  # not the init pattern
+    x = rng.integers(0, 9, (7, 3))
+    logits, final, _ = model.forward(params, cfg, x)
+    step = model.Stepper(params, cfg, model.zero_state(cfg, 3), banned=[0])
+    for t in range(7):
+        z = step(x[t])
+        assert np.isneginf(z[:, 0]).all()
+        np.testing.assert_allclose(z[:, 1:], logits[t, :, 1:], rtol=1e-12, atol=1e-12)
+    for a, b in zip(step.state, final):
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12)
+
+
 def test_clipping():
     g = {"a": np.array([3.0, 4.0]), "b": np.array([0.0])}
     assert optim.clip_(g, 1.0, "norm") == pytest.approx(5.0)
