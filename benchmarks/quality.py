@@ -58,7 +58,7 @@ def names_task(work: Path, minutes: float, extra: list[str]) -> dict:
     wall = time.perf_counter() - t
     ev = json.loads(charrnn("eval", str(ckpt), str(work / "names_test.txt"), "--json"))
     info = json.loads(charrnn("inspect", str(ckpt), "--json"))
-    r = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(ckpt), "-n", str(NOVELTY_SAMPLES), "--seed", "1"],
+    r = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(ckpt), "-n", str(NOVELTY_SAMPLES), "--seed", "1", "--allow-seen"],
                        capture_output=True, text=True, check=True)
     samples = r.stdout.split()
     seen = set(train)
@@ -91,16 +91,19 @@ def main() -> None:
     ap.add_argument("--minutes-scale", type=float, default=1.0, help="scale the time budgets (0.02 for a smoke)")
     ap.add_argument("--extra", default="", help="extra options for `charrnn train`")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--workdir", type=Path, help="keep the split files and checkpoints here [default: a temporary directory]")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found (the shared benchmark data sets)")
         return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) if args.workdir is None else args.workdir
+        work.mkdir(parents=True, exist_ok=True)
         for task, fn in (("names", names_task), ("shakespeare", shakespeare_task)):
             if args.task not in (task, "both"):
                 continue
-            r = fn(Path(tmp), MINUTES[task] * args.minutes_scale, args.extra.split())
+            r = fn(work, MINUTES[task] * args.minutes_scale, args.extra.split())
             loss = r.get("test_loss", r.get("val_loss"))
             r.update(target=TARGETS[task], anchor=ANCHORS[task], minutes=MINUTES[task] * args.minutes_scale,
                      met=loss <= TARGETS[task])

@@ -131,7 +131,10 @@ def sample(
     prime: str = typer.Option("", help="Text to start from; samples continue it."),
     seed: Optional[int] = typer.Option(None, min=0, help="Random seed for reproducible samples."),
     allow_unk: bool = typer.Option(False, help="Allow the <UNK> token (shown as U+FFFD) in samples."),
-    novel: bool = typer.Option(False, help="Keep only samples that are not lines of the training text, and report the novelty rate."),
+    novel: Optional[bool] = typer.Option(
+        None, "--novel/--allow-seen",
+        help="Line models: --novel keeps only samples that are not lines of the training text; "
+        "--allow-seen skips the check. [default: new samples first, topped up with seen ones if too few turn up]"),
 ) -> None:
     from charrnn.commands import run_sample
 

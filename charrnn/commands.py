@@ -246,7 +246,7 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
 
 
 def run_sample(ckpt: Path, num: int, length: int | None, temperature: float, top_k: int, top_p: float,
-               prime: str, seed: int | None, allow_unk: bool, novel: bool) -> int:
+               prime: str, seed: int | None, allow_unk: bool, novel: bool | None) -> int:
     check_options(temperature, top_k, top_p, num, length or 1)
     ck = checkpoint.load(ckpt)
     mode = ck.meta.get("mode", "stream")
@@ -259,12 +259,17 @@ def run_sample(ckpt: Path, num: int, length: int | None, temperature: float, top
         err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
                   "they were read as <UNK>")
     sep = "\n" if mode == "lines" else "\n\n"
-    sys.stdout.write(sep.join(s.texts) + "\n")
-    sys.stdout.flush()
-    if novel:
+    if s.texts:
+        sys.stdout.write(sep.join(s.texts) + "\n")
+        sys.stdout.flush()
+    if s.novel >= 0:
         rate = s.novel / max(s.generated, 1)
-        err.print(f"novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not training lines")
-        if len(s.texts) < num:
+        err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not training lines"
+                  f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
+        if s.repeats:
+            err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "
+                      "are lines of the training text")
+        elif len(s.texts) < num:
             err.print(f"[yellow]Warning:[/] only {len(s.texts)} novel samples found")
     return 0
 

@@ -70,6 +70,7 @@ class Samples:
     prime_unk: int = 0  # characters of the prime that became <UNK>
     generated: int = 0  # samples generated in all (more than len(texts) with --novel)
     novel: int = -1  # how many of those were not training lines (-1: not checked)
+    repeats: int = 0  # training lines among texts, added when too few new ones turned up
 
 
 def generate(
@@ -136,15 +137,21 @@ def generate(
     return Samples(texts, prime_unk, n)
 
 
-def generate_from(ck: Checkpoint, n: int = 1, novel: bool = False, max_rounds: int = 20, **kw) -> Samples:
-    """`generate` with a checkpoint's best weights; with `novel`, only samples that are not
-    lines of the training text, generating more rounds (up to `max_rounds`) as needed."""
+def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rounds: int = 20, **kw) -> Samples:
+    """`generate` with a checkpoint's best weights, checking samples against the training lines.
+
+    novel=True: only samples that are not training lines, generating more rounds (up to
+    `max_rounds`) as needed. None (the default): the same for line models, topped up with
+    repeated training lines if too few new ones turn up; no check for stream models.
+    False: no check."""
     mode = ck.meta.get("mode", "stream")
-    if not novel:
-        return generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
-    if mode != "lines" or len(ck.line_hashes) == 0:
+    checkable = mode == "lines" and len(ck.line_hashes) > 0
+    if novel and not checkable:
         raise CharrnnError("--novel needs a checkpoint trained in lines mode (it compares whole lines)")
+    if novel is False or not checkable:
+        return generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
     kept: list[str] = []
+    seen: list[str] = []
     generated, novel_count, prime_unk = 0, 0, 0
     for _ in range(max_rounds):
         s = generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
@@ -153,6 +160,11 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool = False, max_rounds: i
         is_new = ~np.isin(hash_each(s.texts), ck.line_hashes)
         novel_count += int(is_new.sum())
         kept.extend(t for t, new in zip(s.texts, is_new) if new)
+        seen.extend(t for t, new in zip(s.texts, is_new) if not new)
         if len(kept) >= n:
             break
-    return Samples(kept[:n], prime_unk, generated, novel_count)
+    out = Samples(kept[:n], prime_unk, generated, novel_count)
+    if novel is None and len(kept) < n:
+        out.repeats = n - len(kept)
+        out.texts += seen[: out.repeats]
+    return out

@@ -92,6 +92,19 @@ def test_sample_prime_with_unknown_characters_warns(capsys, names_ckpt):
     assert "\ufffd" not in out.replace("Zoë", "")  # <UNK> is never generated without --allow-unk
 
 
+def test_sample_line_models_prefer_new_lines_by_default(capsys, names_ckpt):
+    training = set(NAMES.split())
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0)
+    assert code == 0 and len(out.splitlines()) == 30
+    assert "novelty:" in err
+    got = out.splitlines()
+    new = [s for s in got if s not in training]
+    assert got[: len(new)] == new  # new ones first; repeats only to top up, with a warning
+    assert (len(new) < 30) == ("are lines of the training text" in err)
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0, "--allow-seen")
+    assert code == 0 and len(out.splitlines()) == 30 and "novelty" not in err
+
+
 def test_sample_novel_reports_rate(capsys, names_ckpt):
     code, out, err = run(capsys, "sample", names_ckpt, "-n", 5, "--novel", "--seed", 0)
     assert code == 0
