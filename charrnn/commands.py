@@ -216,7 +216,8 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
 
     previous = {s: signal.signal(s, handler) for s in signals}
     try:
-        trainer.fit(on_step, on_eval)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence ends in one Error line instead
+            trainer.fit(on_step, on_eval)
     except KeyboardInterrupt:
         bar.close()
         raise CharrnnError(f"interrupted twice: stopped without saving; {target} holds the last evaluation") from None
