@@ -47,9 +47,10 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from charrnn import model, optim  # noqa: E402
+from charrnn import model, optim, sample  # noqa: E402
 from charrnn.data import StreamLayout, make_corpus  # noqa: E402
 from charrnn.model import ModelConfig  # noqa: E402
+from charrnn.vocab import Vocab  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 CONFIGS = [("lstm", 256), ("gru", 256), ("rnn", 256), ("lstm", 128), ("lstm", 512)]
@@ -101,25 +102,23 @@ class CharrnnRun:
         optim.clip_(grads, CLIP)
         optim.step_("adam", self.params, grads, self.opt, LR)
 
-    def sample(self, length: int) -> tuple[float, str]:
-        """Characters per second generating one stream, and how it was measured."""
-        try:
-            from charrnn import sample
-        except ImportError:
-            sample = None  # type: ignore[assignment]
+    def sample(self, length: int) -> float:
+        """Characters per second generating one stream."""
         rng = np.random.default_rng(0)
-        if sample is not None and hasattr(sample, "generate"):
-            t0 = time.perf_counter()
-            sample.generate(self.params, self.cfg, self.corpus.vocab, "stream", n=1, length=length, rng=rng)
-            return length / (time.perf_counter() - t0), "charrnn.sample.generate"
-        ids = np.zeros((1, 1), np.int32)  # no sampler yet: one-step forward + softmax + choice
-        state = None
         t0 = time.perf_counter()
-        for _ in range(length):
-            logits, state, _ = model.forward(self.params, self.cfg, ids, state)
-            p = np.exp(logits[0, 0] - logits[0, 0].max())
-            ids[0, 0] = rng.choice(len(p), p=p / p.sum())
-        return length / (time.perf_counter() - t0), "model.forward with T=1 (no charrnn.sample.generate)"
+        sample.generate(self.params, self.cfg, self.corpus.vocab, "stream", n=1, length=length, rng=rng)
+        return length / (time.perf_counter() - t0)
+
+
+def names_seconds(n: int = 1000, length: int = 20) -> float:
+    """Seconds to sample n names from a names-sized model (LSTM 1x256, 26 letters): untrained,
+    so nearly every row runs the full `length` steps, more than a trained model's ~7."""
+    vocab = Vocab("abcdefghijklmnopqrstuvwxyz")
+    cfg = ModelConfig(len(vocab), "lstm", 256, layers=1)
+    params = model.init_params(cfg, np.random.default_rng(0))
+    t0 = time.perf_counter()
+    sample.generate(params, cfg, vocab, "lines", n=n, length=length, rng=np.random.default_rng(0))
+    return time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------- PyTorch
@@ -293,11 +292,10 @@ def main() -> None:
     print(f"float32 matmul rate (numpy, {256 if args.quick else 2048}^3): {gemm:.1f} GFLOP/s\n")
 
     head = (f"{'model':<10}{'charrnn ch/s':>14}{'torch ch/s':>12}{'ratio':>7}{'% sgemm':>9}"
-            f"{'torch %':>9}{'sample ch/s':>13}{'torch':>9}")
+            f"{'torch %':>9}{'sample ch/s':>13}{'torch':>9}{'ratio':>7}")
     print(head)
     print("-" * len(head))
     rows = []
-    sample_how = ""
     for spec in args.configs.split(","):
         cell, hidden = spec.split("-")[0], int(spec.split("-")[1])
         ours = CharrnnRun(cell, hidden, corpus)
@@ -310,8 +308,14 @@ def main() -> None:
             ours_rates.append(B * T / time_block(ours.train_step, steps))
             if theirs:
                 theirs_rates.append(B * T / time_block(theirs.train_step, steps))
-        ours_sample, sample_how = ours.sample(args.sample_chars)
-        theirs_sample = theirs.sample(args.sample_chars) if theirs else None
+        ours_samples: list[float] = []
+        theirs_samples: list[float] = []
+        for _ in range(1 if args.quick else 5):  # alternating too
+            ours_samples.append(ours.sample(args.sample_chars))
+            if theirs:
+                theirs_samples.append(theirs.sample(args.sample_chars))
+        ours_sample = median_rate(ours_samples)
+        theirs_sample = median_rate(theirs_samples) if theirs else None
         flops = useful_flops_per_char(cell, hidden, V)
         row = {
             "cell": cell,
@@ -324,6 +328,7 @@ def main() -> None:
             "torch_fraction_of_sgemm": median_rate(theirs_rates) * flops / (gemm * 1e9) if theirs else None,
             "charrnn_sample_chars_per_s": ours_sample,
             "torch_sample_chars_per_s": theirs_sample,
+            "sample_ratio": ours_sample / theirs_sample if theirs_sample else None,
             "charrnn_all": ours_rates,
             "torch_all": theirs_rates,
         }
@@ -335,9 +340,12 @@ def main() -> None:
         print(f"{spec:<10}{fmt(row['charrnn_chars_per_s'], ',.0f'):>14}{fmt(row['torch_chars_per_s'], ',.0f'):>12}"
               f"{fmt(row['ratio'], '.2f'):>7}{fmt(100 * row['charrnn_fraction_of_sgemm'], '.0f'):>9}"
               f"{fmt(row['torch_fraction_of_sgemm'] and 100 * row['torch_fraction_of_sgemm'], '.0f'):>9}"
-              f"{fmt(ours_sample, ',.0f'):>13}{fmt(theirs_sample, ',.0f'):>9}", flush=True)
+              f"{fmt(ours_sample, ',.0f'):>13}{fmt(theirs_sample, ',.0f'):>9}{fmt(row['sample_ratio'], '.1f'):>7}",
+              flush=True)
     print(f"\nmedians of {args.reps} alternating blocks; % sgemm = 6 x weights x chars/s over the matmul rate;")
-    print(f"sampling: one stream, {args.sample_chars} characters, charrnn via {sample_how}")
+    print(f"sampling: one stream, {args.sample_chars} characters, median of {1 if args.quick else 5} alternating runs")
+    names = names_seconds(100 if args.quick else 1000)
+    print(f"{100 if args.quick else 1000:,} names (LSTM 1x256, up to 20 characters each): {names:.3f} s")
 
     startup = startup_seconds(1 if args.quick else 5)
     print(f"`charrnn --help`: {'console script not installed' if startup is None else f'{startup:.2f} s'}")
@@ -361,7 +369,7 @@ def main() -> None:
             "reps": args.reps,
             "sgemm_gflops": gemm,
             "train": rows,
-            "sample_method": sample_how,
+            "names_seconds": names,
             "startup_seconds": startup,
             "memory": memory,
         }
