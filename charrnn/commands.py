@@ -20,7 +20,7 @@ from charrnn import checkpoint, data, report
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
-from charrnn.train import Trainer, TrainConfig, auto_settings
+from charrnn.train import TrainConfig, Trainer, auto_settings
 
 MODEL_FIELDS = ("cell", "hidden_size", "layers", "activation", "dropout", "dtype")
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))

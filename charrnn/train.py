@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,6 @@ from charrnn.checkpoint import Checkpoint, line_hashes
 from charrnn.data import Corpus, StreamLayout, fit_stream, lines_batch
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, Params, State
-
 
 MAX_HASHED_LINES = 2_000_000  # 16 MB of hashes in the checkpoint at most
 
