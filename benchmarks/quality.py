@@ -63,9 +63,12 @@ def names_task(work: Path, minutes: float, extra: list[str]) -> dict:
     samples = r.stdout.split()
     seen = set(train)
     novel = [s for s in samples if s not in seen]
+    shown = charrnn("sample", str(ckpt), "-n", "200", "--seed", "2").split()  # the default: new lines first
+    shown_novel = sum(s not in seen for s in shown) / max(len(shown), 1)
     return {"task": "names", "test_loss": ev["loss"], "bits_per_char": ev["bits_per_char"], "wall_s": wall,
             "steps": info["training"]["steps"], "settings": info["config"], "best_val_loss": info["training"]["best_val_loss"],
-            "novel_fraction": len(novel) / max(len(samples), 1), "samples": samples[:20]}
+            "novel_fraction": len(novel) / max(len(samples), 1), "default_sample_novel_fraction": shown_novel,
+            "samples": samples[:20]}
 
 
 def shakespeare_task(work: Path, minutes: float, extra: list[str]) -> dict:
@@ -117,7 +120,8 @@ def main() -> None:
             for s in r["samples"][:12]:
                 print("   " + s.replace("\n", "\n   "))
             if "novel_fraction" in r:
-                print(f"   novel (not in training set): {r['novel_fraction']:.1%} of {NOVELTY_SAMPLES} samples")
+                print(f"   novel (not in training set): {r['novel_fraction']:.1%} of {NOVELTY_SAMPLES} samples "
+                      f"(--allow-seen); {r['default_sample_novel_fraction']:.1%} of 200 shown by default `charrnn sample`")
             sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))
