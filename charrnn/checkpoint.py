@@ -10,7 +10,7 @@ Arrays (names as stored; see the README for shapes):
     state.<layer>.<k>    float   hidden state carried between stream chunks (k: 0 = h, 1 = c)
     history.train        float32 (steps,) training loss of every step, nats/char
     history.val          float64 (evals, 2) rows of (step, validation loss)
-    line_hashes          uint64  sorted 64-bit hashes of the training lines (for --novel)
+    line_hashes          uint64  sorted 64-bit hashes of every line of the text, validation too (novelty)
 """
 
 from __future__ import annotations

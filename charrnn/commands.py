@@ -265,7 +265,7 @@ def run_sample(ckpt: Path, num: int, length: int | None, temperature: float, top
         sys.stdout.flush()
     if s.novel >= 0:
         rate = s.novel / max(s.generated, 1)
-        err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not training lines"
+        err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the training text"
                   f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
         if s.repeats:
             err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "

@@ -69,8 +69,8 @@ class Samples:
     texts: list[str]
     prime_unk: int = 0  # characters of the prime that became <UNK>
     generated: int = 0  # samples generated in all (more than len(texts) with --novel)
-    novel: int = -1  # how many of those were not training lines (-1: not checked)
-    repeats: int = 0  # training lines among texts, added when too few new ones turned up
+    novel: int = -1  # how many of those were not lines of the training text (-1: not checked)
+    repeats: int = 0  # lines of the training text among texts, added when too few new ones turned up
 
 
 def generate(
@@ -136,7 +136,8 @@ def generate(
 
 
 def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rounds: int = 20, **kw) -> Samples:
-    """`generate` with a checkpoint's best weights, checking samples against the training lines.
+    """`generate` with a checkpoint's best weights, checking samples against the lines of the
+    training text (validation lines included).
 
     novel=True: only samples that are not training lines, generating more rounds (up to
     `max_rounds`) as needed. None (the default): the same for line models, topped up with

@@ -188,12 +188,15 @@ class Trainer:
         )
 
     def _line_hashes(self) -> np.ndarray:
-        """Hashes of the training lines for `sample --novel` (skipped past MAX_HASHED_LINES)."""
+        """Hashes of every line of the text, validation lines too (they are in the user's file),
+        for sampling's novelty check; none past MAX_HASHED_LINES."""
         c = self.corpus
-        if len(c.train_starts) > MAX_HASHED_LINES:
+        if len(c.train_starts) + len(c.val_starts) > MAX_HASHED_LINES:
             return np.zeros(0, np.uint64)
-        text = c.vocab.decode(c.train, unk="\ufffd", eos="\n")
-        return line_hashes(text.split("\n")[:-1])
+        lines = []
+        for ids in (c.train, c.val):
+            lines += c.vocab.decode(ids, unk="\ufffd", eos="\n").split("\n")[:-1]
+        return line_hashes(lines)
 
     # ------------------------------------------------------------ one step
 

@@ -110,7 +110,7 @@ def test_sample_novel_reports_rate(capsys, names_ckpt):
     assert code == 0
     training = set(NAMES.split())
     assert not set(out.splitlines()) & training
-    assert "novelty:" in err and "are not training lines" in err
+    assert "novelty:" in err and "are not in the training text" in err
 
 
 def test_inspect_rich_and_json(capsys, names_ckpt):

@@ -230,6 +230,14 @@ def small_trainer(text, mode, cell="lstm", seed=0, steps=20):
 NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan"] * 3)
 
 
+def test_novelty_hashes_cover_validation_lines_too():
+    """A sample equal to a held-out line is still a line of the user's file, not a new one."""
+    names = [f"name{k}" for k in range(40)]
+    tr = small_trainer("\n".join(names) + "\n", "lines", steps=1)
+    assert len(tr.corpus.val_starts) > 0
+    np.testing.assert_array_equal(tr.checkpoint().line_hashes, checkpoint.line_hashes(names))
+
+
 def test_same_seed_same_model_losses_and_samples():
     runs = []
     for _ in range(2):
