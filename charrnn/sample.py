@@ -45,7 +45,8 @@ def pick(
     z = logits.astype(np.float64)  # (B, V)
     z -= np.maximum.reduce(z, axis=1, keepdims=True)  # before dividing: a tiny temperature gives -inf, not NaN
     if temperature != 1:
-        z /= temperature
+        with np.errstate(over="ignore"):  # a tiny temperature sends all but the maximum to -inf, as it should
+            z /= temperature
     V = z.shape[1]
     if 0 < top_k < V:
         kth = np.partition(z, V - top_k, axis=1)[:, V - top_k, None]  # (B, 1)
