@@ -41,7 +41,7 @@ META_TYPES: dict[str, Any] = {
     "stop_reason": str,
     "corpus": {"chars": int, "unk_chars": int, "train_chars": int, "val_chars": int, "fingerprint": int},
     "progress": {"step": int, "epoch": int, "pos": int, "rng": dict, "evals_since_best": int, "lr_scale": NUM,
-                 "epochs_done": NUM},
+                 "epochs_done": NUM, "plateau_best": (*NUM, type(None))},
     "train": {"mode": str, "seq_len": int, "batch_size": int, "val_fraction": NUM, "min_count": int,
               "max_vocab": int, "optimizer": str, "lr": NUM, "lr_decay": NUM, "lr_plateau": NUM, "clip": NUM,
               "clip_mode": str, "steps": int, "epochs": NUM, "time_minutes": NUM, "eval_every": int,

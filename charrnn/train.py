@@ -120,7 +120,8 @@ class Trainer:
             self.train_losses: list[float] = []
             self.val_losses: list[tuple[int, float]] = []
             self.best: Params | None = None
-            self.best_val = math.inf
+            self.best_val = math.inf  # best of every evaluation: picks the weights kept for sampling
+            self.plateau_best = math.inf  # best of the scheduled ones: drives --lr-plateau and --patience
             self.evals_since_best = 0
             self.lr_scale = 1.0
             self.wall_time = 0.0
@@ -153,6 +154,8 @@ class Trainer:
         self.val_losses = [(int(s), float(v)) for s, v in ck.val_losses]
         self.best = {k: v.copy() for k, v in ck.best.items()} if ck.best is not None else None
         self.best_val = float(ck.meta.get("best_val_loss") or math.inf)
+        plateau_best = p.get("plateau_best", ck.meta.get("best_val_loss"))
+        self.plateau_best = math.inf if plateau_best is None else float(plateau_best)
         self.evals_since_best = p.get("evals_since_best", 0)
         self.lr_scale = p.get("lr_scale", 1.0)
         self.wall_time = ck.meta.get("wall_time", 0.0)
@@ -174,6 +177,7 @@ class Trainer:
                 "step": self.step, "epoch": self.epoch, "pos": self.pos,
                 "rng": self.rng.bit_generator.state, "evals_since_best": self.evals_since_best,
                 "lr_scale": self.lr_scale,
+                "plateau_best": None if math.isinf(self.plateau_best) else self.plateau_best,
                 "epochs_done": self.epoch + self.pos / self.batches_per_epoch,
             },
             "best_val_loss": None if math.isinf(self.best_val) else self.best_val,
@@ -268,7 +272,10 @@ class Trainer:
             return False
         return True
 
-    def run_eval(self) -> float | None:
+    def run_eval(self, scheduled: bool = True) -> float | None:
+        """Validate, keep the best weights, and (for evaluations on the --eval-every schedule)
+        apply --lr-plateau and count towards --patience. The extra evaluation when a run stops
+        between scheduled ones leaves those alone, so stopping and resuming there changes nothing."""
         # a step can overflow the weights with a finite loss; such weights must never be saved
         val = self.evaluate() if all(np.isfinite(p).all() for p in self.params.values()) else math.nan
         if val is not None and not math.isfinite(val):
@@ -285,6 +292,10 @@ class Trainer:
         if val_like < self.best_val:
             self.best_val = val_like
             self.best = {k: v.copy() for k, v in self.params.items()}
+        if not scheduled:
+            return val
+        if val_like < self.plateau_best:
+            self.plateau_best = val_like
             self.evals_since_best = 0
         else:
             self.evals_since_best += 1
@@ -310,7 +321,7 @@ class Trainer:
                     on_eval(self, val)
                 last = time.perf_counter()  # evaluation time is not training time
         if self.step % self.cfg.eval_every != 0 or self.step == 0:
-            val = self.run_eval()
+            val = self.run_eval(scheduled=False)
             if on_eval:
                 on_eval(self, val)
 
