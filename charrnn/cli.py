@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 
@@ -75,32 +75,32 @@ def _val(e: Any) -> Any:
 def train(
     ctx: typer.Context,
     text_file: Path = typer.Argument(..., help="UTF-8 text to learn from."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Checkpoint to write [default: TEXT_FILE's stem + .npz here]."),
-    cell: Cell | None = typer.Option(None, help="Recurrent cell."),
-    hidden_size: int | None = typer.Option(None, min=1, help="Hidden units per layer."),
-    layers: int | None = typer.Option(None, min=1, help="Stacked recurrent layers."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Checkpoint to write [default: TEXT_FILE's stem + .npz here]."),
+    cell: Optional[Cell] = typer.Option(None, help="Recurrent cell."),
+    hidden_size: Optional[int] = typer.Option(None, min=1, help="Hidden units per layer."),
+    layers: Optional[int] = typer.Option(None, min=1, help="Stacked recurrent layers."),
     activation: Activation = typer.Option(Activation.tanh, help="Activation of the vanilla RNN (relu starts from an identity recurrence)."),
-    dropout: float | None = typer.Option(None, min=0.0, max=1.0, help="Dropout on each layer's output while training."),
+    dropout: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Dropout on each layer's output while training."),
     mode: Mode = typer.Option(Mode.auto, help="lines: each line is one example (names, words); stream: running text; auto: decide from the text."),
-    seq_len: int | None = typer.Option(None, min=1, help="stream: characters per BPTT chunk; lines: longest line modelled."),
-    batch_size: int | None = typer.Option(None, min=1, help="Lines or streams per step."),
+    seq_len: Optional[int] = typer.Option(None, min=1, help="stream: characters per BPTT chunk; lines: longest line modelled."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Lines or streams per step."),
     val_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Fraction held out for validation (random lines, or the end of running text)."),
     min_count: int = typer.Option(1, min=1, help="Characters seen fewer times become <UNK>."),
     max_vocab: int = typer.Option(0, min=0, help="Keep only the most frequent characters (0: all)."),
     optimizer: Optimizer = typer.Option(Optimizer.adam, help="Optimizer."),
-    lr: float | None = typer.Option(None, min=0.0, help="Learning rate."),
+    lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate."),
     lr_decay: float = typer.Option(1.0, min=0.0, max=1.0, help="Multiply the learning rate by this after each epoch."),
     lr_plateau: float = typer.Option(0.5, min=0.0, max=1.0, help="Multiply the learning rate by this when validation did not improve (1: off)."),
     clip: float = typer.Option(5.0, min=0.0, help="Gradient clipping threshold (0: off)."),
     clip_mode: ClipMode = typer.Option(ClipMode.norm, help="norm: rescale the global gradient norm; value: clip each element."),
-    steps: int | None = typer.Option(None, min=0, help="Stop after this many steps in all."),
-    epochs: float | None = typer.Option(None, min=0.0, help="Stop after this many passes over the training text."),
-    time: float | None = typer.Option(None, "--time", min=0.0, help="Stop this run after this many minutes."),
-    eval_every: int | None = typer.Option(None, min=1, help="Steps between validation, sample preview and checkpoint save."),
-    patience: int | None = typer.Option(None, min=0, help="Stop when validation has not improved for this many evaluations (0: never)."),
+    steps: Optional[int] = typer.Option(None, min=0, help="Stop after this many steps in all."),
+    epochs: Optional[float] = typer.Option(None, min=0.0, help="Stop after this many passes over the training text."),
+    time: Optional[float] = typer.Option(None, "--time", min=0.0, help="Stop this run after this many minutes."),
+    eval_every: Optional[int] = typer.Option(None, min=1, help="Steps between validation, sample preview and checkpoint save."),
+    patience: Optional[int] = typer.Option(None, min=0, help="Stop when validation has not improved for this many evaluations (0: never)."),
     seed: int = typer.Option(0, min=0, help="Random seed: same seed, same model."),
     dtype: Dtype = typer.Option(Dtype.float32, help="Floating-point type of the model."),
-    resume: Path | None = typer.Option(None, help="Continue training from this checkpoint (same optimizer state, data position and RNG)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue training from this checkpoint (same optimizer state, data position and RNG)."),
     encoding: str = typer.Option("utf-8", help="Encoding of TEXT_FILE."),
     errors: str = typer.Option("strict", help="What to do with bytes that do not decode: strict, replace or ignore."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or previews."),
@@ -124,14 +124,14 @@ def train(
 def sample(
     ckpt: Path = typer.Argument(..., help="Checkpoint written by `charrnn train`."),
     num: int = typer.Option(10, "--num", "-n", min=1, help="How many samples (generated together as one batch)."),
-    length: int | None = typer.Option(None, min=1, help="Characters per sample [lines: at most the training line limit; stream: 500]."),
+    length: Optional[int] = typer.Option(None, min=1, help="Characters per sample [lines: at most the training line limit; stream: 500]."),
     temperature: float = typer.Option(1.0, min=0.0, help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy."),
     top_k: int = typer.Option(0, min=0, help="Sample only among the K most likely characters (0: off)."),
     top_p: float = typer.Option(1.0, max=1.0, help="Sample only among the most likely characters whose probabilities add up to P."),
     prime: str = typer.Option("", help="Text to start from; samples continue it."),
-    seed: int | None = typer.Option(None, min=0, help="Random seed for reproducible samples."),
+    seed: Optional[int] = typer.Option(None, min=0, help="Random seed for reproducible samples."),
     allow_unk: bool = typer.Option(False, help="Allow the <UNK> token (shown as U+FFFD) in samples."),
-    novel: bool | None = typer.Option(
+    novel: Optional[bool] = typer.Option(
         None, "--novel/--allow-seen",
         help="Line models: --novel keeps only samples that are not lines of the training text; "
         "--allow-seen skips the check. [default: new samples first, topped up with seen ones if too few turn up]"),

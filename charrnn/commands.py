@@ -269,7 +269,7 @@ def run_sample(ckpt: Path, num: int, length: int | None, temperature: float, top
                   f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
         if s.repeats:
             err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "
-                      "are lines of the training text")
+                      "are lines of the training text, empty or repeated")
         elif len(s.texts) < num:
             err.print(f"[yellow]Warning:[/] only {len(s.texts)} novel samples found")
     return 0

@@ -200,7 +200,6 @@ class Stepper:
 
     def __init__(self, params: Params, cfg: ModelConfig, state: State, banned: list[int] = ()) -> None:
         self.cfg, self.state = cfg, state
-        self.table = params["W_x0"] + params["b0"]  # (V, G): layer 0's input projection by id
         self.layers = [(params[f"W_x{l}"], params[f"W_h{l}"], params[f"b{l}"]) for l in range(cfg.layers)]
         self.W_y, self.b_y = params["W_y"], params["b_y"].copy()
         self.b_y[list(banned)] = -np.inf
@@ -211,7 +210,8 @@ class Stepper:
         h = None
         for l, (W_x, W_h, b) in enumerate(self.layers):
             if l == 0:
-                a = self.table[ids]  # (B, G)
+                a = W_x[ids]  # (B, G): the one-hot product as a row lookup (a copy)
+                a += b
             else:
                 a = h @ W_x
                 a += b

@@ -71,7 +71,7 @@ class Samples:
     prime_unk: int = 0  # characters of the prime that became <UNK>
     generated: int = 0  # samples generated in all (more than len(texts) with --novel)
     novel: int = -1  # how many of those were not lines of the training text (-1: not checked)
-    repeats: int = 0  # lines of the training text among texts, added when too few new ones turned up
+    repeats: int = 0  # texts added to top up when too few new ones turned up (seen, empty or repeated)
 
 
 def generate(
@@ -99,7 +99,10 @@ def generate(
         context = np.r_[EOS, prime_ids]
     else:  # running text starts at the start of a line: a model trained on carried state is
         nl = vocab.id_of("\n")  # lost from a bare zero state ("ROMEO:" -> "\n" 0.2 % vs 99.8 %)
-        context = np.r_[nl if nl != UNK else EOS, prime_ids]
+        if nl != UNK:
+            context = np.r_[nl, prime_ids]
+        else:  # no newline to start from (<EOS> is never an input in stream training)
+            context = prime_ids if len(prime_ids) else np.array([EOS])
     context = context.astype(np.int32)
     state = model.zero_state(cfg, n)
     if len(context) > 1:  # run the prime through the model once, for all rows together
@@ -140,18 +143,21 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rou
     """`generate` with a checkpoint's best weights, checking samples against the lines of the
     training text (validation lines included).
 
-    novel=True: only samples that are not training lines, generating more rounds (up to
-    `max_rounds`) as needed. None (the default): the same for line models, topped up with
-    repeated training lines if too few new ones turn up; no check for stream models.
-    False: no check."""
+    novel=True: only distinct, non-empty samples that are not lines of the text, generating
+    more rounds (up to `max_rounds`; one when sampling is deterministic) as needed.
+    None (the default): the same for line models, topped up with the other samples if too
+    few new ones turn up; no check for stream models. False: no check."""
     mode = ck.meta.get("mode", "stream")
     checkable = mode == "lines" and len(ck.line_hashes) > 0
     if novel and not checkable:
         raise CharrnnError("--novel needs a checkpoint trained in lines mode (it compares whole lines)")
     if novel is False or not checkable:
         return generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
-    kept: list[str] = []
-    seen: list[str] = []
+    if kw.get("temperature", 1.0) == 0 or kw.get("top_k", 0) == 1:
+        max_rounds = 1  # deterministic: more rounds would repeat the same samples
+    kept: list[str] = []  # new, distinct, non-empty samples
+    seen: list[str] = []  # the rest, for topping up
+    distinct: set[str] = set()
     generated, novel_count, prime_unk = 0, 0, 0
     for _ in range(max_rounds):
         s = generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
@@ -159,12 +165,14 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rou
         prime_unk = s.prime_unk
         is_new = ~np.isin(hash_each(s.texts), ck.line_hashes)
         novel_count += int(is_new.sum())
-        kept.extend(t for t, new in zip(s.texts, is_new) if new)
-        seen.extend(t for t, new in zip(s.texts, is_new) if not new)
+        for text, new in zip(s.texts, is_new):
+            good = new and text and text not in distinct  # an empty line is no name; nor is a second copy
+            (kept if good else seen).append(text)
+            distinct.add(text)
         if len(kept) >= n:
             break
     out = Samples(kept[:n], prime_unk, generated, novel_count)
     if novel is None and len(kept) < n:
-        out.repeats = n - len(kept)
-        out.texts += seen[: out.repeats]
+        out.texts += seen[: n - len(kept)]
+        out.repeats = len(out.texts) - len(kept)
     return out

@@ -254,6 +254,28 @@ def test_same_seed_same_model_losses_and_samples():
     assert not np.array_equal(other.params["W_h0"], p1["W_h0"])
 
 
+def test_sampling_puts_new_lines_first_and_tops_up_with_the_rest():
+    tr = small_trainer(NAMES, "lines", steps=30)
+    tr.fit()
+    ck = tr.checkpoint()
+    ck.line_hashes = np.zeros(0, np.uint64)
+    ck.meta["mode"] = "lines"
+    rng = np.random.default_rng(3)
+    texts = sample.generate_from(ck, 40, novel=False, rng=rng).texts
+    first = next(t for t in texts if t)
+    ck.line_hashes = checkpoint.line_hashes([first])  # now `first` is a line of the text
+    draws = 0
+    for novel in (None, True):
+        s = sample.generate_from(ck, 40, novel=novel, rng=np.random.default_rng(3))
+        new = [t for t in s.texts if t and t != first]
+        assert s.texts[: len(new)] == new and len(set(new)) == len(new)  # new, distinct, non-empty first
+        assert len(s.texts) == (40 if novel is None else len(new)) and s.repeats == len(s.texts) - len(new)
+        draws = s.generated
+    assert draws > 40  # the repeats of `first` and the duplicates sent it to more rounds
+    greedy = sample.generate_from(ck, 3, novel=None, temperature=0)
+    assert greedy.generated == 3  # deterministic: one round, not 20 copies of the same batch
+
+
 @pytest.mark.parametrize("mode", ["lines", "stream"])
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, mode):
     tr = small_trainer(NAMES, mode)
