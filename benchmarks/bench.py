@@ -95,12 +95,14 @@ class CharrnnRun:
         self.k = 0
         self.state: model.State | None = None
 
-    def train_step(self) -> None:
+    def train_step(self) -> float:
+        """One update; returns the batch's loss before it."""
         x, y = self.layout.batch(self.corpus.train, self.k)
         self.k = (self.k + 1) % self.layout.chunks
-        _, grads, self.state = model.loss_and_grads(self.params, self.cfg, x, y, None, self.state)
+        loss, grads, self.state = model.loss_and_grads(self.params, self.cfg, x, y, None, self.state)
         optim.clip_(grads, CLIP)
         optim.step_("adam", self.params, grads, self.opt, LR)
+        return loss
 
     def sample(self, length: int) -> float:
         """Characters per second generating one stream."""
@@ -141,7 +143,8 @@ class TorchRun:
         self.k = 0
         self.state: Any = None
 
-    def train_step(self) -> None:
+    def train_step(self) -> Any:
+        """One update; returns the batch's loss before it (a tensor: no sync in timed loops)."""
         torch = self.torch
         x, y = self.layout.batch(self.corpus.train, self.k)
         self.k = (self.k + 1) % self.layout.chunks
@@ -155,6 +158,7 @@ class TorchRun:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, CLIP)
         self.opt.step()
+        return loss.detach()
 
     def sample(self, length: int) -> float:
         torch = self.torch

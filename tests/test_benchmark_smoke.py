@@ -59,3 +59,13 @@ def test_torch_columns_when_installed(results):
         assert r["torch_chars_per_s"] > 0
         assert r["torch_sample_chars_per_s"] > 0
         assert r["ratio"] == pytest.approx(r["charrnn_chars_per_s"] / r["torch_chars_per_s"])
+
+
+def test_learning_curve_script_runs():
+    curve = BENCH.parent / "curve.py"
+    run = subprocess.run([sys.executable, str(curve), "--hidden", "16", "--steps", "4", "--window", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line.split() for line in run.stdout.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1-2", "3-4"]
+    assert all(0 < float(r[1]) < 10 for r in rows)  # charrnn's loss; torch's column is "-" without torch
