@@ -185,6 +185,28 @@ def useful_flops_per_char(cell: str, hidden: int, V: int) -> float:
     return 6.0 * (V * G + hidden * G + hidden * V)
 
 
+def products_only_rate(cell: str, hidden: int, V: int, reps: int) -> float:
+    """Chars/s if a charrnn training step were nothing but its matrix products (same shapes:
+    T recurrent products forward and backward, the weight gradient, output layer, input
+    scatter): a ceiling for any NumPy step, whatever its elementwise work costs."""
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell] * hidden
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    W_h, W_hT = rng.random((hidden, G), f32), rng.random((G, hidden), f32)
+    h, s, d, dh = rng.random((B, hidden), f32), np.empty((B, G), f32), rng.random((B, G), f32), np.empty((B, hidden), f32)
+    Hs, dA = rng.random((T * B, hidden), f32), rng.random((T * B, G), f32)
+    W_y, dlog, onehot = rng.random((hidden, V), f32), rng.random((T * B, V), f32), rng.random((V, T * B), f32)
+
+    def products() -> None:
+        for _ in range(T):
+            np.matmul(h, W_h, out=s)
+        for _ in range(T):
+            np.matmul(d, W_hT, out=dh)
+        Hs.T @ dA, Hs @ W_y, Hs.T @ dlog, dlog @ W_y.T, onehot @ dA  # noqa: B018
+
+    return B * T / statistics.median(time_block(products, 1) for _ in range(reps))
+
+
 def sgemm_gflops(n: int, repeats: int) -> float:
     """Best float32 matmul rate at n x n x n, in GFLOP/s."""
     rng = np.random.default_rng(0)
@@ -296,7 +318,7 @@ def main() -> None:
     print(f"float32 matmul rate (numpy, {256 if args.quick else 2048}^3): {gemm:.1f} GFLOP/s\n")
 
     head = (f"{'model':<10}{'charrnn ch/s':>14}{'torch ch/s':>12}{'ratio':>7}{'% sgemm':>9}"
-            f"{'torch %':>9}{'sample ch/s':>13}{'torch':>9}{'ratio':>7}")
+            f"{'torch %':>9}{'products':>10}{'sample ch/s':>13}{'torch':>9}{'ratio':>7}")
     print(head)
     print("-" * len(head))
     rows = []
@@ -321,6 +343,7 @@ def main() -> None:
         ours_sample = median_rate(ours_samples)
         theirs_sample = median_rate(theirs_samples) if theirs else None
         flops = useful_flops_per_char(cell, hidden, V)
+        ceiling = products_only_rate(cell, hidden, V, 1 if args.quick else 9)
         row = {
             "cell": cell,
             "hidden": hidden,
@@ -333,6 +356,7 @@ def main() -> None:
             "charrnn_sample_chars_per_s": ours_sample,
             "torch_sample_chars_per_s": theirs_sample,
             "sample_ratio": ours_sample / theirs_sample if theirs_sample else None,
+            "products_only_chars_per_s": ceiling,
             "charrnn_all": ours_rates,
             "torch_all": theirs_rates,
         }
@@ -344,9 +368,11 @@ def main() -> None:
         print(f"{spec:<10}{fmt(row['charrnn_chars_per_s'], ',.0f'):>14}{fmt(row['torch_chars_per_s'], ',.0f'):>12}"
               f"{fmt(row['ratio'], '.2f'):>7}{fmt(100 * row['charrnn_fraction_of_sgemm'], '.0f'):>9}"
               f"{fmt(row['torch_fraction_of_sgemm'] and 100 * row['torch_fraction_of_sgemm'], '.0f'):>9}"
+              f"{fmt(ceiling, ',.0f'):>10}"
               f"{fmt(ours_sample, ',.0f'):>13}{fmt(theirs_sample, ',.0f'):>9}{fmt(row['sample_ratio'], '.1f'):>7}",
               flush=True)
     print(f"\nmedians of {args.reps} alternating blocks; % sgemm = 6 x weights x chars/s over the matmul rate;")
+    print("products: chars/s of a step that did only charrnn's matrix products (a ceiling for NumPy);")
     print(f"sampling: one stream, {args.sample_chars} characters, median of {1 if args.quick else 5} alternating runs")
     names = names_seconds(100 if args.quick else 1000)
     print(f"{100 if args.quick else 1000:,} names (LSTM 1x256, up to 20 characters each): {names:.3f} s")
