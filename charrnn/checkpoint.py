@@ -152,6 +152,11 @@ def load(path: str | os.PathLike) -> Checkpoint:
         raise CharrnnError(f"{path}: is a directory, not a checkpoint")
     try:
         with open(path, "rb") as f:
+            head = f.read(6)
+            f.seek(0)
+            if not head.startswith((b"PK", b"\x93NUMPY")):  # numpy would try anything else as a pickle
+                raise ValueError("the file is empty" if not head else "pickle" if head[:1] == b"\x80"
+                                 else "not an .npz file")
             z = np.load(f, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):  # a lone .npy array
                 raise ValueError("not an .npz archive")

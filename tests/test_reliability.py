@@ -478,7 +478,7 @@ def bad_checkpoint(kind: str, src: Path, dst: Path) -> str:
         return WHY
     if kind == "text-file":
         dst.write_text("hello, I am not a checkpoint\n")
-        return WHY
+        return f"{WHY} (not an .npz file)"
     if kind == "zip-of-text":
         import zipfile
 
