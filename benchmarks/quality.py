@@ -34,7 +34,12 @@ ANCHORS = {
 }
 TARGETS = {"names": 1.95, "shakespeare": 1.50}
 MINUTES = {"names": 5.0, "shakespeare": 15.0}
-SLACK = 0.25  # minutes kept for start-up and the final evaluation, so the whole run fits the budget (5 % of short ones)
+SLACK = 0.25  # minutes kept for start-up and the final evaluation, so the whole run fits the budget
+
+
+def train_minutes(budget: float) -> float:
+    """The --time to ask for so the whole run fits `budget` minutes (5 % slack for short smokes)."""
+    return budget - min(SLACK, 0.05 * budget)
 NOVELTY_SAMPLES = 1000  # names sampled to measure the novel fraction (+-1.5 % standard error at 80 %)
 
 
@@ -55,7 +60,7 @@ def names_task(work: Path, minutes: float, extra: list[str]) -> dict:
     (work / "names_test.txt").write_text("\n".join(test) + "\n")
     ckpt = work / "names.npz"
     t = time.perf_counter()
-    charrnn("train", str(work / "names_train.txt"), "--out", str(ckpt), "--time", str(minutes - min(SLACK, 0.05 * minutes)), "--quiet", *extra)
+    charrnn("train", str(work / "names_train.txt"), "--out", str(ckpt), "--time", str(train_minutes(minutes)), "--quiet", *extra)
     wall = time.perf_counter() - t
     ev = json.loads(charrnn("eval", str(ckpt), str(work / "names_test.txt"), "--json"))
     info = json.loads(charrnn("inspect", str(ckpt), "--json"))
@@ -79,7 +84,7 @@ def shakespeare_task(work: Path, minutes: float, extra: list[str]) -> dict:
     ckpt = work / "shakespeare.npz"
     t = time.perf_counter()
     charrnn("train", str(DATA / "tinyshakespeare.txt"), "--out", str(ckpt), "--val-fraction", "0.1",
-            "--time", str(minutes - min(SLACK, 0.05 * minutes)), "--quiet", *extra)
+            "--time", str(train_minutes(minutes)), "--quiet", *extra)
     wall = time.perf_counter() - t
     info = json.loads(charrnn("inspect", str(ckpt), "--json"))
     ev = json.loads(charrnn("eval", str(ckpt), str(work / "shakespeare_tail.txt"), "--json"))

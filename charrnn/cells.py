@@ -58,6 +58,7 @@ def _sigmoid_as_tanh(G: int, n_sigmoid: int, dtype) -> tuple[np.ndarray, np.ndar
     half[:n_sigmoid] = 0.5
     shift = np.zeros(G, dtype=dtype)
     shift[:n_sigmoid] = 0.5
+    half.flags.writeable = shift.flags.writeable = False  # cached and shared by every call
     return half, shift
 
 

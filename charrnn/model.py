@@ -172,7 +172,7 @@ def forward(
         W_x, W_h, b = params[f"W_x{l}"], params[f"W_h{l}"], params[f"b{l}"]
         if l == 0 and T * B > len(W_x):
             A = (W_x + b)[x]  # (T, B, G) row lookup == one-hot product; b added to V rows, not T*B
-        elif l == 0:  # sampling: fewer ids than rows
+        elif l == 0:  # fewer ids than rows (a short prime or batch): look up, then add b
             A = W_x[x]  # (T, B, G)
             A += b
         else:
