@@ -1,4 +1,7 @@
-"""What each CLI command does once its options are parsed: call the library, show results."""
+"""What each CLI command does once its options are parsed: call the library, show results.
+
+`charrnn sample` is the command people run most and wait on, so this module imports only
+what sampling needs; training, evaluation and inspection import the rest when they run."""
 
 from __future__ import annotations
 
@@ -9,21 +12,23 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from charrnn import checkpoint, data, report
+from charrnn import checkpoint
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig, param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
-from charrnn.train import TrainConfig, Trainer, auto_settings
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from charrnn.data import Corpus
+    from charrnn.train import TrainConfig
 
 MODEL_FIELDS = ("cell", "hidden_size", "layers", "activation", "dropout", "dtype")
-TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 # options that may change when resuming; the others define the model and its data
 RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", "steps", "epochs", "time",
              "eval_every", "patience", "quiet", "out", "resume", "text_file", "encoding", "errors"}
@@ -40,14 +45,23 @@ def shown(ch: str) -> str:
 # ---------------------------------------------------------------- train
 
 
-def _resolve(o: dict[str, Any], explicit: set[str], corpus: data.Corpus) -> tuple[ModelConfig, TrainConfig, set[str]]:
+def _train_fields() -> tuple[str, ...]:
+    from charrnn.train import TrainConfig
+
+    return tuple(f.name for f in fields(TrainConfig))
+
+
+def _resolve(o: dict[str, Any], explicit: set[str], corpus: Corpus) -> tuple[ModelConfig, TrainConfig, set[str]]:
     """Options the user gave, else defaults chosen from the corpus, else the option defaults."""
+    from charrnn.train import TrainConfig, auto_settings
+
+    train_fields = _train_fields()
     auto = auto_settings(corpus.mode, len(corpus.train))
     o = dict(o, time_minutes=o["time"] or 0.0)
     stops = {"steps", "epochs", "time"} & explicit
     chosen: set[str] = set()
     values = {}
-    for name in set(MODEL_FIELDS) | set(TRAIN_FIELDS):
+    for name in set(MODEL_FIELDS) | set(train_fields):
         v = o.get(name)
         if name in ("steps", "epochs", "time_minutes") and stops:
             v = v or 0
@@ -58,12 +72,14 @@ def _resolve(o: dict[str, Any], explicit: set[str], corpus: data.Corpus) -> tupl
             values[name] = v
     values["mode"] = corpus.mode
     model_cfg = ModelConfig(len(corpus.vocab), **{k: values[k] for k in MODEL_FIELDS if k in values})
-    train_cfg = TrainConfig(**{k: values[k] for k in TRAIN_FIELDS if k in values})
+    train_cfg = TrainConfig(**{k: values[k] for k in train_fields if k in values})
     return model_cfg, train_cfg, chosen
 
 
-def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], corpus: data.Corpus,
+def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], corpus: Corpus,
                   source: str, n_params: int) -> Table:
+    from rich.table import Table
+
     t = Table(title=f"charrnn train [bold]{source}[/]", title_justify="left", box=None, pad_edge=False,
               show_header=False)
     t.add_column(style="dim", no_wrap=True)
@@ -99,7 +115,10 @@ def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], co
 
 def _check_options(o: dict[str, Any]) -> None:
     """Refuse impossible option values before reading a text or a checkpoint."""
-    given = {k: o[k] for k in TRAIN_FIELDS if o.get(k) is not None}
+    from charrnn import data
+    from charrnn.train import TrainConfig
+
+    given = {k: o[k] for k in _train_fields() if o.get(k) is not None}
     if o.get("time") is not None:
         given["time_minutes"] = o["time"]
     TrainConfig(**given).check()
@@ -108,7 +127,11 @@ def _check_options(o: dict[str, Any]) -> None:
 
 
 def run_train(o: dict[str, Any], explicit: set[str]) -> int:
+    from rich.text import Text
     from tqdm import tqdm
+
+    from charrnn import data, report
+    from charrnn.train import TrainConfig, Trainer
 
     text_file = Path(o["text_file"])
     _check_options(o)
@@ -279,6 +302,11 @@ def run_sample(ckpt: Path, num: int, length: int | None, temperature: float, top
 
 
 def run_inspect(ckpt: Path, as_json: bool) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
+    from charrnn import report
+
     ck = checkpoint.load(ckpt)
     s = report.summary(ck, str(ckpt))
     if as_json:
@@ -343,6 +371,7 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
 
 
 def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: str) -> int:
+    from charrnn import data, report
     from charrnn.train import evaluate
 
     ck = checkpoint.load(ckpt)

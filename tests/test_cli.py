@@ -196,3 +196,13 @@ def test_every_command_has_help_with_an_example(capsys):
 def test_module_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "charrnn", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "sample" in r.stdout
+
+
+def test_sample_imports_only_what_sampling_needs(names_ckpt):
+    """Start-up is part of every `charrnn sample`: no training code, no numpy.ma (np.isin)."""
+    probe = ("import sys; from charrnn.cli import main; sys.argv = ['charrnn', 'sample', sys.argv[1], '-n', '2']\n"
+             "try: main()\nexcept SystemExit: pass\n"
+             "print(sorted(m for m in ('charrnn.train', 'charrnn.data', 'numpy.ma', 'tqdm') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", probe, str(names_ckpt)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"

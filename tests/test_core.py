@@ -238,6 +238,14 @@ def test_novelty_hashes_cover_validation_lines_too():
     np.testing.assert_array_equal(tr.checkpoint().line_hashes, checkpoint.line_hashes(names))
 
 
+def test_membership_in_sorted_hashes_matches_isin():
+    rng = np.random.default_rng(0)
+    table = np.unique(rng.integers(0, 50, 30, dtype=np.uint64))
+    values = rng.integers(0, 60, 200, dtype=np.uint64)
+    np.testing.assert_array_equal(sample._in_sorted(values, table), np.isin(values, table))
+    assert not sample._in_sorted(values, table[:0]).any()
+
+
 def test_same_seed_same_model_losses_and_samples():
     runs = []
     for _ in range(2):
