@@ -47,7 +47,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from charrnn import model, optim, sample  # noqa: E402
+from charrnn import checkpoint, model, optim, sample  # noqa: E402
 from charrnn.data import StreamLayout, make_corpus  # noqa: E402
 from charrnn.model import ModelConfig  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
@@ -218,17 +218,35 @@ def sgemm_gflops(n: int, repeats: int) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def startup_seconds(repeats: int) -> float | None:
-    """Median wall time of `charrnn --help`, or None without the console script."""
-    exe = shutil.which("charrnn")
+def names_checkpoint(path: Path) -> Path:
+    """A names-sized checkpoint (LSTM 1x256, 26 letters, 32,000 line hashes), untrained."""
+    vocab = Vocab("abcdefghijklmnopqrstuvwxyz")
+    cfg = ModelConfig(len(vocab), "lstm", 256, layers=1)
+    hashes = np.unique(np.random.default_rng(0).integers(0, 2**63, 32_000, dtype=np.uint64))
+    ck = checkpoint.Checkpoint(cfg, vocab, model.init_params(cfg, np.random.default_rng(0)),
+                               meta={"mode": "lines", "train": {"seq_len": 20}}, line_hashes=hashes)
+    checkpoint.save(path, ck)
+    return path
+
+
+def startup_seconds(repeats: int) -> dict[str, float] | None:
+    """Median wall times of `charrnn --help` and of a whole `charrnn sample names.npz -n 1`
+    (start-up, loading and one name: an upper bound on start-up before work), or None
+    without the console script."""
+    beside = Path(sys.executable).with_name("charrnn")  # this environment's script, not a shim on PATH
+    exe = str(beside) if beside.exists() else shutil.which("charrnn")
     if exe is None:
         return None
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        subprocess.run([exe, "--help"], capture_output=True, check=True)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = str(names_checkpoint(Path(tmp) / "names.npz"))
+        commands = {"help": [exe, "--help"], "sample": [exe, "sample", ckpt, "-n", "1", "--seed", "0"]}
+        times: dict[str, list[float]] = {k: [] for k in commands}
+        for _ in range(repeats):  # alternating
+            for k, argv in commands.items():
+                t0 = time.perf_counter()
+                subprocess.run(argv, capture_output=True, check=True)
+                times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 PEAK_WRAPPER = """
@@ -377,8 +395,12 @@ def main() -> None:
     names = names_seconds(100 if args.quick else 1000)
     print(f"{100 if args.quick else 1000:,} names (LSTM 1x256, up to 20 characters each): {names:.3f} s")
 
-    startup = startup_seconds(1 if args.quick else 5)
-    print(f"`charrnn --help`: {'console script not installed' if startup is None else f'{startup:.2f} s'}")
+    startup = startup_seconds(1 if args.quick else 9)
+    if startup is None:
+        print("start-up: console script not installed")
+    else:
+        print(f"`charrnn --help`: {startup['help']:.2f} s; whole `charrnn sample names.npz -n 1` "
+              f"(start-up + load + 1 name): {startup['sample']:.2f} s")
     memory = None
     if args.memory:
         with tempfile.TemporaryDirectory() as tmp:

@@ -37,7 +37,7 @@ def test_top_level_numbers(results):
     assert results["vocab_size"] > 2
     assert (results["batch_size"], results["seq_len"]) == (32, 64)
     assert results["sgemm_gflops"] > 0
-    assert results["startup_seconds"] is None or results["startup_seconds"] > 0
+    assert results["startup_seconds"] is None or min(results["startup_seconds"].values()) > 0
     assert results["names_seconds"] > 0
 
 
