@@ -222,6 +222,10 @@ class Stepper:
         logits += self.b_y
         return logits
 
+    def keep(self, rows: np.ndarray) -> None:
+        """Drop the other streams (rows: a boolean mask or indices into the current batch)."""
+        self.state = [tuple(s[rows] for s in layer) for layer in self.state]
+
 
 def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, cache: Any) -> tuple[Params, State]:
     """Gradients of every parameter, and of the initial state, given dL/dlogits (T, B, V)."""

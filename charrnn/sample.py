@@ -113,19 +113,20 @@ def generate(
         banned.append(EOS)  # stream text never ends
     step = model.Stepper(params, cfg, state, banned)
     last = np.full(n, context[-1], dtype=np.int32)
+    active = np.arange(n)  # rows still generating: a line that ended drops out of the batch
     chunks: list[np.ndarray] = []  # (steps, n) blocks: memory grows with what is generated
-    done = np.zeros(n, dtype=bool)
     t = 0
-    while t < length and not done.all():
+    while t < length and len(active):
         block = np.full((min(CHUNK, length - t), n), EOS, dtype=np.int32)
         for k in range(len(block)):
-            nxt = pick(step(last), rng, temperature, top_k, top_p)
-            if mode == "lines":
-                nxt[done] = EOS
-                done |= nxt == EOS
-            block[k] = last = nxt
-            if done.all():
-                break
+            last = pick(step(last), rng, temperature, top_k, top_p)
+            block[k, active] = last
+            if mode == "lines" and (last == EOS).any():
+                going = last != EOS
+                active, last = active[going], last[going]
+                step.keep(going)
+                if not len(active):
+                    break
         chunks.append(block)
         t += len(block)
     out = np.concatenate(chunks)  # (steps, n)

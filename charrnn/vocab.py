@@ -65,6 +65,7 @@ class Vocab:
         self._lut = np.full(N_CODEPOINTS, UNK, dtype=self.dtype)  # code point -> id
         self._lut[cps] = np.arange(len(SPECIALS), len(self), dtype=self.dtype)
         self._itos = list(SPECIALS) + list(self.chars)
+        self._codes = np.r_[np.zeros(len(SPECIALS), np.uint32), cps]  # id -> code point (specials: per call)
 
     def __len__(self) -> int:
         return len(SPECIALS) + len(self.chars)
@@ -99,7 +100,8 @@ class Vocab:
         Vectorised through a code-point table, so decoding a whole corpus is fast."""
         if len(unk) != 1 or len(eos) != 1:
             return "".join((unk, eos)[i] if i < len(SPECIALS) else self._itos[i] for i in map(int, ids))
-        table = np.r_[ord(unk), ord(eos), codepoints(self.chars)].astype(np.uint32)  # id -> code point
+        table = self._codes.copy()
+        table[[UNK, EOS]] = ord(unk), ord(eos)
         ids = np.asarray(ids)
         # a chunk at a time: a whole corpus at once took 16 bytes per character on top of the result
         return "".join(table[ids[s : s + CHUNK]].tobytes().decode("utf-32-le", "surrogatepass")

@@ -196,6 +196,37 @@ def test_sampling_steps_match_the_training_forward(cell, activation):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12)
 
 
+def test_each_line_keeps_its_own_state_when_others_end():
+    """Lines that end leave the sampling batch; every character of every sample must still
+    be one of the 2 likeliest after that sample's own prefix (top_k=2), re-run alone."""
+    vocab = Vocab("abcdefgh")
+    cfg = ModelConfig(len(vocab), "lstm", 16, layers=2, dtype="float64")
+    rng = np.random.default_rng(2)  # a model whose lines end anywhere from 2 to 15 characters
+    params = model.init_params(cfg, rng)
+    s = sample.generate(params, cfg, vocab, "lines", n=40, length=15, top_k=2, rng=rng)
+    lengths = {len(t) for t in s.texts}
+    assert len(lengths) > 4 and max(lengths) == 15
+    for text in s.texts:
+        alone = model.Stepper(params, cfg, model.zero_state(cfg, 1), banned=[UNK])
+        ids = [EOS, *vocab.encode(text)[0]] + ([EOS] if len(text) < 15 else [])
+        for prev, nxt in zip(ids, ids[1:]):
+            z = alone(np.array([prev]))[0]
+            assert nxt in np.argsort(z)[-2:], text
+
+
+def test_stepper_keep_drops_streams():
+    cfg = ModelConfig(vocab_size=9, cell="gru", hidden_size=5, layers=2, dtype="float64")
+    params = model.init_params(cfg, np.random.default_rng(0))
+    x = np.random.default_rng(1).integers(0, 9, (6, 4))
+    all4, two = model.Stepper(params, cfg, model.zero_state(cfg, 4)), model.Stepper(params, cfg, model.zero_state(cfg, 2))
+    for t in range(6):
+        if t == 3:
+            all4.keep(np.array([False, True, False, True]))
+        z4 = all4(x[t, [1, 3]] if t >= 3 else x[t])
+        z2 = two(x[t, [1, 3]])
+        np.testing.assert_allclose(z4 if t >= 3 else z4[[1, 3]], z2, rtol=1e-12)
+
+
 def test_clipping():
     g = {"a": np.array([3.0, 4.0]), "b": np.array([0.0])}
     assert optim.clip_(g, 1.0, "norm") == pytest.approx(5.0)
