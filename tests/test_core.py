@@ -1,6 +1,7 @@
 """The library without the CLI: vocabulary, data modes, model, loss, training, checkpoints."""
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from charrnn import checkpoint, data, model, optim, sample
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
-from charrnn.train import Trainer, TrainConfig
+from charrnn.train import TrainConfig, Trainer
 from charrnn.vocab import EOS, UNK, Vocab, count_chars
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
@@ -209,7 +210,7 @@ def test_each_line_keeps_its_own_state_when_others_end():
     for text in s.texts:
         alone = model.Stepper(params, cfg, model.zero_state(cfg, 1), banned=[UNK])
         ids = [EOS, *vocab.encode(text)[0]] + ([EOS] if len(text) < 15 else [])
-        for prev, nxt in zip(ids, ids[1:]):
+        for prev, nxt in pairwise(ids):
             z = alone(np.array([prev]))[0]
             assert nxt in np.argsort(z)[-2:], text
 
@@ -218,7 +219,8 @@ def test_stepper_keep_drops_streams():
     cfg = ModelConfig(vocab_size=9, cell="gru", hidden_size=5, layers=2, dtype="float64")
     params = model.init_params(cfg, np.random.default_rng(0))
     x = np.random.default_rng(1).integers(0, 9, (6, 4))
-    all4, two = model.Stepper(params, cfg, model.zero_state(cfg, 4)), model.Stepper(params, cfg, model.zero_state(cfg, 2))
+    all4 = model.Stepper(params, cfg, model.zero_state(cfg, 4))
+    two = model.Stepper(params, cfg, model.zero_state(cfg, 2))
     for t in range(6):
         if t == 3:
             all4.keep(np.array([False, True, False, True]))
