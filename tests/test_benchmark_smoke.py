@@ -3,6 +3,7 @@
 No timing is asserted: the machine may be busy. PyTorch columns are checked only when
 torch is installed."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -69,3 +70,12 @@ def test_learning_curve_script_runs():
     rows = [line.split() for line in run.stdout.splitlines() if line.strip()[:1].isdigit()]
     assert [r[0] for r in rows] == ["1-2", "3-4"]
     assert all(0 < float(r[1]) < 10 for r in rows)  # charrnn's loss; torch's column is "-" without torch
+
+
+@pytest.mark.skipif(not (has_torch() and importlib.util.find_spec("numba")), reason="needs numba and torch")
+def test_fused_lstm_experiment_agrees_with_the_numpy_cell():
+    run = subprocess.run([sys.executable, str(BENCH.parent / "fused_lstm.py"), "--hidden", "16", "--reps", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    row = next(line.split() for line in run.stdout.splitlines() if line.startswith("lstm-16"))
+    assert float(row[1]) < 1e-4  # outputs and gradients of the two cells agree
