@@ -233,4 +233,4 @@ def load(path: str | os.PathLike) -> Checkpoint:
     losses = np.r_[train_losses.astype(np.float64), val_losses[:, 1], meta.get("best_val_loss") or 0.0]
     if not np.all((losses >= 0) & (losses <= MAX_LOSS)):
         raise _bad(path, "damaged training history (losses out of range)")
-    return Checkpoint(cfg, vocab, params, best, opt, state, meta, train_losses, val_losses, np.sort(hashes))
+    return Checkpoint(cfg, vocab, params, best, opt, state, meta, train_losses, val_losses, hashes)

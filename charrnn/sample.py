@@ -165,6 +165,9 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rou
         return generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
     if kw.get("temperature", 1.0) == 0 or kw.get("top_k", 0) == 1:
         max_rounds = 1  # deterministic: more rounds would repeat the same samples
+    table = ck.line_hashes  # saved sorted; a checkpoint built in memory may not be
+    if len(table) > 1 and not (table[1:] >= table[:-1]).all():
+        table = np.sort(table)
     kept: list[str] = []  # new, distinct, non-empty samples
     seen: list[str] = []  # the rest, for topping up
     distinct: set[str] = set()
@@ -173,7 +176,7 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rou
         s = generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
         generated += len(s.texts)
         prime_unk = s.prime_unk
-        is_new = ~_in_sorted(hash_each(s.texts), ck.line_hashes)
+        is_new = ~_in_sorted(hash_each(s.texts), table)
         novel_count += int(is_new.sum())
         for text, new in zip(s.texts, is_new):
             good = new and text and text not in distinct  # an empty line is no name; nor is a second copy

@@ -313,6 +313,10 @@ def test_sampling_puts_new_lines_first_and_tops_up_with_the_rest():
         assert len(s.texts) == (40 if novel is None else len(new)) and s.repeats == len(s.texts) - len(new)
         draws = s.generated
     assert draws > 40  # the repeats of `first` and the duplicates sent it to more rounds
+    seen = sample.generate_from(ck, 40, novel=False, rng=np.random.default_rng(4)).texts
+    for table in (checkpoint.line_hashes(seen), checkpoint.hash_each(seen)[::-1]):  # sorted or not
+        ck.line_hashes = table
+        assert sample.generate_from(ck, 40, novel=None, max_rounds=1, rng=np.random.default_rng(4)).novel == 0
     greedy = sample.generate_from(ck, 3, novel=None, temperature=0)
     assert greedy.generated == 3  # deterministic: one round, not 20 copies of the same batch
 
