@@ -123,7 +123,9 @@ def train(
 )
 def sample(
     ckpt: Path = typer.Argument(..., help="Checkpoint written by `charrnn train`."),
-    num: int = typer.Option(10, "--num", "-n", min=1, help="How many samples (generated together as one batch)."),
+    num: Optional[int] = typer.Option(
+        None, "--num", "-n", min=1,
+        help="How many samples, generated together as one batch [default: 10 from line models, 1 from running text]."),
     length: Optional[int] = typer.Option(None, min=1, help="Characters per sample [lines: at most the training line limit; stream: 500]."),
     temperature: float = typer.Option(1.0, min=0.0, help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy."),
     top_k: int = typer.Option(0, min=0, help="Sample only among the K most likely characters (0: off)."),

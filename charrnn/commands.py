@@ -269,21 +269,34 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
 # ---------------------------------------------------------------- sample
 
 
-def run_sample(ckpt: Path, num: int, length: int | None, temperature: float, top_k: int, top_p: float,
+def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: float, top_k: int, top_p: float,
                prime: str, seed: int | None, allow_unk: bool, novel: bool | None) -> int:
-    check_options(temperature, top_k, top_p, num, length or 1)
+    check_options(temperature, top_k, top_p, num or 1, length or 1)
     ck = checkpoint.load(ckpt)
     mode = ck.meta.get("mode", "stream")
+    if num is None:
+        num = 10 if mode == "lines" else 1  # a list of names; one running text, shown as it grows
     if length is None:
         length = int(ck.meta.get("train", {}).get("seq_len", 64)) if mode == "lines" else 500
     rng = np.random.default_rng(seed)
+    live = None
+    if mode == "stream" and num == 1:  # one running text: show it as it grows
+
+        def live(piece: str) -> None:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+        sys.stdout.write(prime)
     s = generate_from(ck, num, novel, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                      prime=prime, rng=rng, allow_unk=allow_unk)
+                      prime=prime, rng=rng, allow_unk=allow_unk, live=live)
     if s.prime_unk:
         err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
                   "they were read as <UNK>")
     sep = "\n" if mode == "lines" else "\n\n"
-    if s.texts:
+    if live is not None:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    elif s.texts:
         sys.stdout.write(sep.join(s.texts) + "\n")
         sys.stdout.flush()
     if s.novel >= 0:

@@ -7,6 +7,7 @@ otherwise p = softmax(z / temperature), restricted to the k most likely characte
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from charrnn.model import ModelConfig, Params
 from charrnn.vocab import EOS, UNK, Vocab
 
 CHUNK = 4096  # generated steps per output block
+LIVE_CHUNK = 64  # steps per block when the text is shown as it is generated
 
 
 def check_options(temperature: float, top_k: int, top_p: float, n: int = 1, length: int = 1) -> None:
@@ -87,12 +89,17 @@ def generate(
     prime: str = "",
     rng: np.random.Generator | None = None,
     allow_unk: bool = False,
+    live: Callable[[str], None] | None = None,
 ) -> Samples:
     """`n` samples of at most `length` new characters each, after `prime`.
 
     lines mode: each sample starts from an empty line (+ prime) and ends at <EOS>.
-    stream mode: each sample continues the prime (or a newline) for exactly `length` characters."""
+    stream mode: each sample continues the prime (or a newline) for exactly `length` characters.
+    live: called with each new piece of the first sample as it is generated (stream mode),
+    so a long text can be shown while it grows."""
     check_options(temperature, top_k, top_p, n, length)
+    if live is not None and mode != "stream":
+        raise ValueError("live output is for stream mode")
     rng = rng if rng is not None else np.random.default_rng()
     prime_ids, prime_unk = vocab.encode(prime)
     if mode == "lines":
@@ -117,7 +124,7 @@ def generate(
     chunks: list[np.ndarray] = []  # (steps, n) blocks: memory grows with what is generated
     t = 0
     while t < length and len(active):
-        block = np.full((min(CHUNK, length - t), n), EOS, dtype=np.int32)
+        block = np.full((min(LIVE_CHUNK if live else CHUNK, length - t), n), EOS, dtype=np.int32)
         for k in range(len(block)):
             last = pick(step(last), rng, temperature, top_k, top_p)
             block[k, active] = last
@@ -127,6 +134,8 @@ def generate(
                 step.keep(going)
                 if not len(active):
                     break
+        if live is not None:
+            live(vocab.decode(block[:, 0]))
         chunks.append(block)
         t += len(block)
     out = np.concatenate(chunks)  # (steps, n)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from clirun import run
 
-from charrnn import checkpoint
+from charrnn import checkpoint, sample
 
 NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan", "kai", "lena"] * 4) + "\n"
 PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
@@ -55,6 +55,20 @@ def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_file, pros
         assert len(lines) == 3 and all(len(s) <= 40 for s in lines)
     else:
         assert len(stdout.split("\n\n")) == 3
+
+
+def test_one_stream_is_printed_as_it_grows(tmp_path, capsys, prose_file, monkeypatch):
+    out = tmp_path / "prose.npz"
+    assert run(capsys, "train", prose_file, "--out", out, "--mode", "stream", *TINY)[0] == 0
+    writes = []
+    real_write = sys.stdout.write
+    monkeypatch.setattr(sys.stdout, "write", lambda s: writes.append(s) or real_write(s))
+    code, stdout, err = run(capsys, "sample", out, "--length", 300, "--seed", 1, "--prime", "It was")
+    assert code == 0, err
+    assert len(writes) > 5  # in pieces, not all at the end
+    ck = checkpoint.load(out)
+    whole = sample.generate_from(ck, 1, length=300, prime="It was", rng=np.random.default_rng(1)).texts[0]
+    assert stdout == whole + "\n"  # the same text as when it is written at once
 
 
 def test_train_prints_config_and_progress(tmp_path, capsys, names_file):
