@@ -269,24 +269,24 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
 # ---------------------------------------------------------------- sample
 
 
+def _write_now(piece: str) -> None:
+    sys.stdout.write(piece)
+    sys.stdout.flush()
+
+
 def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: float, top_k: int, top_p: float,
                prime: str, seed: int | None, allow_unk: bool, novel: bool | None) -> int:
     check_options(temperature, top_k, top_p, num or 1, length or 1)
     ck = checkpoint.load(ckpt)
     mode = ck.meta.get("mode", "stream")
     if num is None:
-        num = 10 if mode == "lines" else 1  # a list of names; one running text, shown as it grows
+        num = 10 if mode == "lines" else 1  # a list of names; one running text
     if length is None:
         length = int(ck.meta.get("train", {}).get("seq_len", 64)) if mode == "lines" else 500
     rng = np.random.default_rng(seed)
-    live = None
-    if mode == "stream" and num == 1:  # one running text: show it as it grows
-
-        def live(piece: str) -> None:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-
-        sys.stdout.write(prime)
+    live = _write_now if mode == "stream" and num == 1 else None  # one running text: show it as it grows
+    if live is not None:
+        live(prime)
     s = generate_from(ck, num, novel, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                       prime=prime, rng=rng, allow_unk=allow_unk, live=live)
     if s.prime_unk:
@@ -294,11 +294,9 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: flo
                   "they were read as <UNK>")
     sep = "\n" if mode == "lines" else "\n\n"
     if live is not None:
-        sys.stdout.write("\n")
-        sys.stdout.flush()
+        live("\n")
     elif s.texts:
-        sys.stdout.write(sep.join(s.texts) + "\n")
-        sys.stdout.flush()
+        _write_now(sep.join(s.texts) + "\n")
     if s.novel >= 0:
         rate = s.novel / max(s.generated, 1)
         err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the training text"
