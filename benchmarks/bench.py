@@ -48,8 +48,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from charrnn import cells, checkpoint, model, optim, sample  # noqa: E402
+from charrnn.config import Mode, ModelConfig, TrainConfig  # noqa: E402
 from charrnn.data import StreamLayout, make_corpus  # noqa: E402
-from charrnn.model import ModelConfig  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -198,7 +198,8 @@ def products_only_rate(cell: str, hidden: int, V: int, reps: int) -> float:
     rng = np.random.default_rng(0)
     f32 = np.float32
     W_h, W_hT = rng.random((hidden, G), f32), rng.random((G, hidden), f32)
-    h, s, d, dh = rng.random((B, hidden), f32), np.empty((B, G), f32), rng.random((B, G), f32), np.empty((B, hidden), f32)
+    h, s, d = rng.random((B, hidden), f32), np.empty((B, G), f32), rng.random((B, G), f32)
+    dh = np.empty((B, hidden), f32)
     Hs, dA = rng.random((T * B, hidden), f32), rng.random((T * B, G), f32)
     W_y, dlog, onehot = rng.random((hidden, V), f32), rng.random((T * B, V), f32), rng.random((V, T * B), f32)
 
@@ -227,7 +228,7 @@ def names_checkpoint(path: Path) -> Path:
     """`names_model()` saved as a checkpoint with 32,000 line hashes (so novelty is checked)."""
     vocab, cfg, params = names_model()
     hashes = np.unique(np.random.default_rng(0).integers(0, 2**63, 32_000, dtype=np.uint64))
-    ck = checkpoint.Checkpoint(cfg, vocab, params, meta={"mode": "lines", "train": {"seq_len": 20}},
+    ck = checkpoint.Checkpoint(cfg, vocab, params, meta=checkpoint.Meta(mode=Mode.LINES, train=TrainConfig(seq_len=20)),
                                line_hashes=hashes)
     checkpoint.save(path, ck)
     return path

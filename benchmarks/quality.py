@@ -60,11 +60,13 @@ def names_task(work: Path, minutes: float, extra: list[str]) -> dict:
     (work / "names_test.txt").write_text("\n".join(test) + "\n")
     ckpt = work / "names.npz"
     t = time.perf_counter()
-    charrnn("train", str(work / "names_train.txt"), "--out", str(ckpt), "--time", str(train_minutes(minutes)), "--quiet", *extra)
+    charrnn("train", str(work / "names_train.txt"), "--out", str(ckpt), "--time", str(train_minutes(minutes)),
+            "--quiet", *extra)
     wall = time.perf_counter() - t
     ev = json.loads(charrnn("eval", str(ckpt), str(work / "names_test.txt"), "--json"))
     info = json.loads(charrnn("inspect", str(ckpt), "--json"))
-    r = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(ckpt), "-n", str(NOVELTY_SAMPLES), "--seed", "1", "--allow-seen"],
+    r = subprocess.run([sys.executable, "-m", "charrnn", "sample", str(ckpt), "-n", str(NOVELTY_SAMPLES),
+                        "--seed", "1", "--allow-seen"],
                        capture_output=True, text=True, check=True)
     samples = r.stdout.split()
     seen = set(train)
@@ -72,7 +74,8 @@ def names_task(work: Path, minutes: float, extra: list[str]) -> dict:
     shown = charrnn("sample", str(ckpt), "-n", "200", "--seed", "2").split()  # the default: new lines first
     shown_novel = sum(s not in seen for s in shown) / max(len(shown), 1)
     return {"task": "names", "test_loss": ev["loss"], "bits_per_char": ev["bits_per_char"], "wall_s": wall,
-            "steps": info["training"]["steps"], "settings": info["config"], "best_val_loss": info["training"]["best_val_loss"],
+            "steps": info["training"]["steps"], "settings": info["config"],
+            "best_val_loss": info["training"]["best_val_loss"],
             "novel_fraction": len(novel) / max(len(samples), 1), "default_sample_novel_fraction": shown_novel,
             "samples": samples[:20]}
 
@@ -100,7 +103,8 @@ def main() -> None:
     ap.add_argument("--minutes-scale", type=float, default=1.0, help="scale the time budgets (0.02 for a smoke)")
     ap.add_argument("--extra", default="", help="extra options for `charrnn train`")
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--workdir", type=Path, help="keep the split files and checkpoints here [default: a temporary directory]")
+    ap.add_argument("--workdir", type=Path,
+                    help="keep the split files and checkpoints here [default: a temporary directory]")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"skipped: {DATA} not found (the shared benchmark data sets)")
@@ -122,12 +126,14 @@ def main() -> None:
                   f"wall {r['wall_s']:.0f} s, {r['steps']} steps")
             print("   anchors:", ANCHORS[task])
             m = r["settings"]["model"]
-            print(f"   model: {m['cell']} {m['layers']}x{m['hidden_size']} dropout {m['dropout']}; extra: {args.extra!r}")
+            print(f"   model: {m['cell']} {m['layers']}x{m['hidden_size']} dropout {m['dropout']}; "
+                  f"extra: {args.extra!r}")
             for s in r["samples"][:12]:
                 print("   " + s.replace("\n", "\n   "))
             if "novel_fraction" in r:
                 print(f"   novel (not in training set): {r['novel_fraction']:.1%} of {NOVELTY_SAMPLES} samples "
-                      f"(--allow-seen); {r['default_sample_novel_fraction']:.1%} of 200 shown by default `charrnn sample`")
+                      f"(--allow-seen); {r['default_sample_novel_fraction']:.1%} of 200 shown by default "
+                      "`charrnn sample`")
             sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu_count": os.cpu_count(), "results": results}, indent=2))

@@ -28,16 +28,72 @@ is one large product after the loop: dW_h = sum_t h_{t-1}^T dS_t.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-CELLS = tuple(GATES)
-ACTIVATIONS = ("tanh", "relu")
+from charrnn.config import ACTIVATIONS, CELLS  # noqa: F401  (re-exported: the cells and activations there are)
 
-Cache = tuple[Any, ...]
+# The blocks of a cell's (..., G) pre-activations, in order; each block is H wide. The
+# vanilla RNN has one block, the candidate h itself. Every slice of a gate row goes through
+# `split_gates`, so this is the one place the order is written down.
+GATE_ORDER: dict[str, tuple[str, ...]] = {"rnn": ("h",), "gru": ("r", "u", "n"), "lstm": ("i", "f", "o", "g")}
+GATES = {cell: len(order) for cell, order in GATE_ORDER.items()}
+assert tuple(GATE_ORDER) == CELLS
+_LSTM_SIGMOIDS = 3  # i, f, o are sigmoids and come first; g (tanh) is last: one tanh serves all four
+
+
+def split_gates(a: np.ndarray, cell: str) -> tuple[np.ndarray, ...]:
+    """Views of the gate blocks of a (..., G) array, in GATE_ORDER[cell]."""
+    k = GATES[cell]
+    H = a.shape[-1] // k
+    return tuple(a[..., j * H : (j + 1) * H] for j in range(k))
+
+
+def gate_index(cell: str, name: str) -> int:
+    """Position of gate `name` among the cell's blocks (for slicing one gate out)."""
+    try:
+        return GATE_ORDER[cell].index(name)
+    except ValueError:
+        raise ValueError(f"a {cell} cell has no gate {name!r} (it has {', '.join(GATE_ORDER[cell])})") from None
+
+
+@dataclass
+class Trace:
+    """What a cell's forward pass keeps, by name: what `backward` needs, and what a caller may
+    look at. Arrays are (T, B, ·) with T the steps run; `Hs0[t]` is h_{t-1}, `Hs0[t + 1]` is h_t.
+
+    gates:  (T, B, G) activated gate values in GATE_ORDER (GRU, LSTM); None for the RNN
+    Cs0:    (T + 1, B, H) cell states with c_0 in front (LSTM)
+    TCs:    (T, B, H) tanh(c_t) (LSTM)
+    S:      (T, B, G) recurrent products h_{t-1} W_h (GRU: backward needs s_n)
+    """
+
+    cell: str
+    Hs0: np.ndarray
+    W_h: np.ndarray
+    activation: str = "tanh"
+    gates: np.ndarray | None = None
+    Cs0: np.ndarray | None = None
+    TCs: np.ndarray | None = None
+    S: np.ndarray | None = None
+
+    @property
+    def hs(self) -> np.ndarray:
+        """(T, B, H) hidden states h_1 .. h_T."""
+        return self.Hs0[1:]
+
+    @property
+    def cs(self) -> np.ndarray | None:
+        """(T, B, H) cell states c_1 .. c_T (LSTM), else None."""
+        return None if self.Cs0 is None else self.Cs0[1:]
+
+    def gate(self, name: str) -> np.ndarray:
+        """(T, B, H) activated values of one gate, by name (i, f, o, g; r, u, n)."""
+        if self.gates is None:
+            raise ValueError(f"a {self.cell} cell has no gates")
+        return split_gates(self.gates, self.cell)[gate_index(self.cell, name)]
 
 
 def sigmoid_(x: np.ndarray) -> np.ndarray:
@@ -69,8 +125,8 @@ def forward(
     h0: np.ndarray,
     c0: np.ndarray | None = None,
     activation: str = "tanh",
-) -> tuple[np.ndarray, tuple[np.ndarray, ...], Cache]:
-    """Run `cell` over all T steps. Returns (Hs (T, B, H), final state, cache).
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], Trace]:
+    """Run `cell` over all T steps. Returns (Hs (T, B, H), final state, trace).
 
     The final state is (h_T,) or, for the LSTM, (h_T, c_T). A may be overwritten.
     """
@@ -82,15 +138,13 @@ def forward(
     return _rnn_forward(A, W_h, h0, activation)
 
 
-def backward(
-    cell: str, dH: np.ndarray, cache: Cache
-) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
+def backward(dH: np.ndarray, trace: Trace) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """Returns (dA (T, B, G), dW_h (H, G), gradient of the initial state). dH is overwritten."""
-    if cell == "lstm":
-        return _lstm_backward(dH, cache)
-    if cell == "gru":
-        return _gru_backward(dH, cache)
-    return _rnn_backward(dH, cache)
+    if trace.cell == "lstm":
+        return _lstm_backward(dH, trace)
+    if trace.cell == "gru":
+        return _gru_backward(dH, trace)
+    return _rnn_backward(dH, trace)
 
 
 def step(
@@ -135,7 +189,7 @@ def _rnn_forward(A, W_h, h0, activation):
     for t in range(T):
         np.matmul(Hs0[t], W_h, out=s)
         _rnn_cell(A[t], s, Hs0[t + 1], activation)
-    return Hs0[1:], (Hs0[-1],), (Hs0, W_h, activation)
+    return Hs0[1:], (Hs0[-1],), Trace("rnn", Hs0, W_h, activation)
 
 
 def _rnn_cell(a, s, h, activation):
@@ -147,8 +201,8 @@ def _rnn_cell(a, s, h, activation):
         np.tanh(h, out=h)
 
 
-def _rnn_backward(dH, cache):
-    Hs0, W_h, activation = cache
+def _rnn_backward(dH, tr):
+    Hs0, W_h, activation = tr.Hs0, tr.W_h, tr.activation
     Hs = Hs0[1:]
     T, B, H = Hs.shape
     W_hT = np.ascontiguousarray(W_h.T)  # (H, H): a plain product is faster than a transposed one
@@ -183,20 +237,20 @@ def _lstm_forward(A, W_h, h0, c0):
     for t in range(T):
         np.matmul(Hs0[t], W_h, out=s)
         _lstm_cell(A[t], s, Cs0[t], Cs0[t + 1], TCs[t], Hs0[t + 1], ig)
-    return Hs0[1:], (Hs0[-1], Cs0[-1]), (A, Hs0, Cs0, TCs, W_h)
+    return Hs0[1:], (Hs0[-1], Cs0[-1]), Trace("lstm", Hs0, W_h, gates=A, Cs0=Cs0, TCs=TCs)
 
 
 def _lstm_cell(a, s, c_prev, c, tc, h, ig):
     """Gates from a + s (B, 4H), left activated in a; writes c_t, tanh(c_t) and h_t.
     ig is scratch."""
     H = c.shape[1]
-    half, shift = _sigmoid_as_tanh(a.shape[1], 3 * H, a.dtype)
+    half, shift = _sigmoid_as_tanh(a.shape[1], _LSTM_SIGMOIDS * H, a.dtype)
     a += s
     a *= half  # one tanh over all four blocks: sigmoid(x) = (1 + tanh(x / 2)) / 2
     np.tanh(a, out=a)
     a *= half
     a += shift
-    i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+    i, f, o, g = split_gates(a, "lstm")
     np.multiply(f, c_prev, out=c)
     np.multiply(i, g, out=ig)
     c += ig
@@ -204,8 +258,8 @@ def _lstm_cell(a, s, c_prev, c, tc, h, ig):
     np.multiply(o, tc, out=h)
 
 
-def _lstm_backward(dH, cache):
-    A, Hs0, Cs0, TCs, W_h = cache
+def _lstm_backward(dH, tr):
+    A, Hs0, Cs0, TCs, W_h = tr.gates, tr.Hs0, tr.Cs0, tr.TCs, tr.W_h
     T, B, G = A.shape
     H = G // 4
     W_hT = np.ascontiguousarray(W_h.T)  # (4H, H): a plain product is faster than a transposed one
@@ -216,8 +270,8 @@ def _lstm_backward(dH, cache):
     d = np.empty((B, G), dtype=A.dtype)  # activation derivatives
     for t in reversed(range(T)):
         a, da = A[t], dA[t]
-        i, f, o, g = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        di, df, do, dg = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
+        i, f, o, g = split_gates(a, "lstm")
+        di, df, do, dg = split_gates(da, "lstm")
         tc = TCs[t]
         c_prev = Cs0[t]
         if t == T - 1:
@@ -235,8 +289,9 @@ def _lstm_backward(dH, cache):
         np.multiply(dc, i, out=dg)
         dc *= f  # now dL/dc_{t-1}
         np.multiply(a, a, out=d)  # sigmoid' = s - s^2, tanh' = 1 - g^2
-        np.subtract(a[:, : 3 * H], d[:, : 3 * H], out=d[:, : 3 * H])
-        np.subtract(1, d[:, 3 * H :], out=d[:, 3 * H :])
+        n = _LSTM_SIGMOIDS * H
+        np.subtract(a[:, :n], d[:, :n], out=d[:, :n])
+        np.subtract(1, d[:, n:], out=d[:, n:])
         da *= d
     dh0 = dA[0] @ W_hT  # (B, H)
     return dA, _weight_grad(Hs0, dA), (dh0, dc)
@@ -254,18 +309,18 @@ def _gru_forward(A, W_h, h0):
     for t in range(T):
         np.matmul(Hs0[t], W_h, out=S[t])
         _gru_cell(A[t], S[t], Hs0[t], Hs0[t + 1], tmp)
-    return Hs0[1:], (Hs0[-1],), (A, Hs0, S, W_h)
+    return Hs0[1:], (Hs0[-1],), Trace("gru", Hs0, W_h, gates=A, S=S)
 
 
 def _gru_cell(a, s, h_prev, h, tmp):
     """Gates [r, u, n] from a (B, 3H) and s = h_{t-1} W_h, left activated in a; writes h_t.
     tmp is scratch."""
     H = h.shape[1]
-    ru = a[:, : 2 * H]
+    ru = a[:, : 2 * H]  # r and u: both sigmoids, side by side
     ru += s[:, : 2 * H]
     sigmoid_(ru)
-    r, u, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-    np.multiply(r, s[:, 2 * H :], out=tmp)
+    r, u, n = split_gates(a, "gru")
+    np.multiply(r, split_gates(s, "gru")[2], out=tmp)
     n += tmp
     np.tanh(n, out=n)
     np.subtract(h_prev, n, out=tmp)  # h_t = n + u * (h_{t-1} - n)
@@ -273,8 +328,8 @@ def _gru_cell(a, s, h_prev, h, tmp):
     np.add(n, tmp, out=h)
 
 
-def _gru_backward(dH, cache):
-    A, Hs0, S, W_h = cache
+def _gru_backward(dH, tr):
+    A, Hs0, S, W_h = tr.gates, tr.Hs0, tr.S, tr.W_h
     T, B, G = A.shape
     H = G // 3
     W_hT = np.ascontiguousarray(W_h.T)  # (3H, H): a plain product is faster than a transposed one
@@ -286,8 +341,8 @@ def _gru_backward(dH, cache):
     ds = np.empty((B, 2 * H), dtype=A.dtype)
     for t in reversed(range(T)):
         a, da = A[t], dA[t]
-        r, u, n = a[:, :H], a[:, H : 2 * H], a[:, 2 * H :]
-        dr, du, dn = da[:, :H], da[:, H : 2 * H], da[:, 2 * H :]
+        r, u, n = split_gates(a, "gru")
+        dr, du, dn = split_gates(da, "gru")
         h_prev = Hs0[t]
         if t == T - 1:
             dh[...] = dH[t]
@@ -302,12 +357,13 @@ def _gru_backward(dH, cache):
         np.multiply(n, n, out=tmp)
         np.subtract(1, tmp, out=tmp)
         dn *= tmp
-        np.multiply(dn, S[t, :, 2 * H :], out=dr)  # dL/dr = dn * s_n
-        dru = da[:, : 2 * H]
+        s_t, ds_t = split_gates(S[t], "gru"), split_gates(dS[t], "gru")
+        np.multiply(dn, s_t[2], out=dr)  # dL/dr = dn * s_n
+        dru = da[:, : 2 * H]  # r and u side by side
         np.subtract(1, a[:, : 2 * H], out=ds)  # sigmoid' = s (1 - s)
         ds *= a[:, : 2 * H]
         dru *= ds
         dS[t, :, : 2 * H] = dru
-        np.multiply(dn, r, out=dS[t, :, 2 * H :])
+        np.multiply(dn, r, out=ds_t[2])
     dh0 = dS[0] @ W_hT + carry  # (B, H)
     return dA, _weight_grad(Hs0, dS), (dh0,)

@@ -22,10 +22,10 @@ def line_chart(
     if y1 - y0 < 1e-9:
         y1 = y0 + 1e-3
     grid = [[" "] * width for _ in range(height)]
-    for mark, (x, y) in zip(marks, pts):
+    for mark, (x, y) in zip(marks, pts, strict=False):
         cols = np.clip(((x - x0) / (x1 - x0) * (width - 1)).round().astype(int), 0, width - 1)
         rows = np.clip(((y1 - y) / (y1 - y0) * (height - 1)).round().astype(int), 0, height - 1)
-        for r, c in zip(rows, cols):
+        for r, c in zip(rows, cols, strict=True):
             grid[r][c] = mark
     lines = []
     for r, row in enumerate(grid):

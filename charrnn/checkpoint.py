@@ -1,8 +1,7 @@
 """One self-contained `.npz` checkpoint: data only, loaded with allow_pickle=False.
 
 Arrays (names as stored; see the README for shapes):
-    meta                 uint8   UTF-8 JSON: format_version, model and train config, vocabulary,
-                                 progress (step, epoch, position, RNG state), figures, source
+    meta                 uint8   UTF-8 JSON: format_version, model config, vocabulary, and `Meta` below
     param.<name>         float   current parameters (what training resumes from)
     best.<name>          float   parameters with the best validation loss (what sampling uses)
     opt.<slot>.<name>    float   optimizer state (m/v for Adam, G for Adagrad, v for SGD)
@@ -11,6 +10,10 @@ Arrays (names as stored; see the README for shapes):
     history.train        float32 (steps,) training loss of every step, nats/char
     history.val          float64 (evals, 2) rows of (step, validation loss)
     line_hashes          uint64  sorted 64-bit hashes of every line of the text, validation too (novelty)
+
+The metadata's schema is the `Meta` dataclass tree: `save` writes it and `load` reads it back
+through `parse_meta`, which checks every known key's type; unknown keys are ignored (a newer
+charrnn's additions), keys an older file lacks take their defaults.
 """
 
 from __future__ import annotations
@@ -20,33 +23,119 @@ import json
 import math
 import os
 import tempfile
+import types
+import typing
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from charrnn.config import Mode, ModelConfig, Objective, TrainConfig
 from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig, Params, State, param_shapes, zero_state
+from charrnn.model import Params, State, layer_specs, param_shapes
 from charrnn.vocab import Vocab
 
 FORMAT_VERSION = 1
-NUM = (int, float)
 MAX_LOSS = -math.log(np.finfo(np.float64).tiny)  # 708.4 nats: no cross-entropy charrnn computes is larger
-# the metadata the commands read, with the JSON types they expect (other keys are ignored)
-META_TYPES: dict[str, Any] = {
-    "mode": str, "source": str, "best_val_loss": (*NUM, type(None)), "wall_time": NUM, "chars_seen": int,
-    "stop_reason": str,
-    "corpus": {"chars": int, "unk_chars": int, "train_chars": int, "val_chars": int, "fingerprint": int},
-    "progress": {"step": int, "epoch": int, "pos": int, "rng": dict, "evals_since_best": int, "lr_scale": NUM,
-                 "epochs_done": NUM, "plateau_best": (*NUM, type(None))},
-    "train": {"mode": str, "seq_len": int, "batch_size": int, "val_fraction": NUM, "min_count": int,
-              "max_vocab": int, "optimizer": str, "lr": NUM, "lr_decay": NUM, "lr_plateau": NUM, "clip": NUM,
-              "clip_mode": str, "steps": int, "epochs": NUM, "time_minutes": NUM, "eval_every": int,
-              "patience": int, "seed": int, "val_max_chars": int},
-}
+
+
+@dataclass
+class CorpusInfo:
+    """The text a model was trained on, as it was read."""
+
+    chars: int = 0  # characters in the text
+    unk_chars: int = 0  # of them, how many became <UNK>
+    train_chars: int = 0  # ids in the training split
+    val_chars: int = 0  # ids in the validation split
+    fingerprint: int | None = None  # CRC-32 of the training ids: tells a changed text on resume
+
+
+@dataclass
+class Progress:
+    """Where training stands: everything besides the arrays that an exact resume needs."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # epochs done
+    pos: int = 0  # the next batch within the epoch
+    rng: dict[str, Any] | None = None  # state of the dropout generator (numpy PCG64)
+    evals_since_best: int = 0  # scheduled evaluations since validation last improved (--patience)
+    lr_scale: float = 1.0  # what --lr-plateau has multiplied the learning rate by so far
+    epochs_done: float = 0.0  # epoch + pos / batches per epoch
+    # best scheduled validation loss (drives --lr-plateau, --patience); None: none yet; NaN: a file
+    # older than this field, whose best_val_loss stands in for it
+    plateau_best: float | None = math.nan
+
+
+@dataclass
+class Meta:
+    """A checkpoint's metadata besides the model config and the vocabulary."""
+
+    mode: Mode = Mode.STREAM  # how the text was cut into examples
+    objective: Objective = Objective.NEXT  # what the model predicts
+    source: str = ""  # file name of the training text
+    best_val_loss: float | None = None  # nats/char of the best weights (training loss without a val split)
+    wall_time: float = 0.0  # seconds spent training, evaluations excluded
+    chars_seen: int = 0  # characters trained on
+    stop_reason: str = ""  # why the last run stopped
+    corpus: CorpusInfo = field(default_factory=CorpusInfo)
+    progress: Progress = field(default_factory=Progress)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class MetaError(ValueError):
+    pass
+
+
+def parse(cls: Any, d: Any, where: str = "", strict: bool = False) -> Any:
+    """An instance of dataclass `cls` from JSON data, checking the type of every field given.
+    Unknown keys are ignored, or refused when `strict`; missing ones take their defaults."""
+    if not isinstance(d, dict):
+        raise MetaError(f"{where.rstrip('.') or 'metadata'} is not a table")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    if strict and set(d) - known:
+        raise MetaError(f"unknown {where}{sorted(set(d) - known)[0]}")
+    values = {name: _value(hints[name], d[name], where + name) for name in known if name in d}
+    try:
+        return cls(**values)
+    except TypeError as e:  # a required field is missing
+        raise MetaError(f"{where.rstrip('.')}: {e}") from None
+
+
+def _value(t: Any, v: Any, name: str) -> Any:
+    if is_dataclass(t):
+        return parse(t, v, name + ".")
+    args = typing.get_args(t)
+    if isinstance(t, types.UnionType):  # X | None
+        return None if v is None else _value(next(a for a in args if a is not type(None)), v, name)
+    if isinstance(t, type) and issubclass(t, Enum):
+        try:
+            return t(v)
+        except ValueError:
+            raise MetaError(f"unknown {name} {v!r}") from None
+    base = typing.get_origin(t) or t
+    if isinstance(v, bool) and base is not bool:  # JSON true is not the number 1
+        raise MetaError(f"{name} has the wrong type")
+    if base is float and isinstance(v, int):
+        return float(v)
+    if not isinstance(v, base):
+        raise MetaError(f"{name} has the wrong type")
+    if base is int and v < 0:
+        raise MetaError(f"{name} is {v}")
+    return v
+
+
+def meta_problem(meta: Meta) -> str:
+    """What is wrong with metadata of the right types, or ''."""
+    try:
+        np.random.default_rng().bit_generator.state = meta.progress.rng or np.random.PCG64().state
+    except (TypeError, ValueError, KeyError, OverflowError):
+        return "progress.rng is not a random generator state"
+    return ""
 
 
 @dataclass
@@ -57,10 +146,11 @@ class Checkpoint:
     best: Params | None = None
     opt: Params = field(default_factory=dict)
     state: State | None = None
-    meta: dict[str, Any] = field(default_factory=dict)  # train config, progress, figures
+    meta: Meta = field(default_factory=Meta)
     train_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     val_losses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     line_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    format_version: int = FORMAT_VERSION  # of the file it was loaded from
 
     @property
     def sampling_params(self) -> Params:
@@ -81,7 +171,7 @@ def line_hashes(lines: list[str]) -> np.ndarray:
 
 def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then rename over `path`."""
-    meta = dict(ck.meta, format_version=FORMAT_VERSION, model=ck.cfg.to_dict(), vocab=ck.vocab.chars)
+    meta = dict(asdict(ck.meta), format_version=FORMAT_VERSION, model=ck.cfg.to_dict(), vocab=ck.vocab.chars)
     arrays: dict[str, np.ndarray] = {
         "meta": np.frombuffer(json.dumps(meta, ensure_ascii=True).encode("ascii"), dtype=np.uint8)
     }
@@ -89,8 +179,8 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     if ck.best is not None:
         arrays.update({f"best.{k}": v for k, v in ck.best.items()})
     arrays.update({f"opt.{k}": v for k, v in ck.opt.items()})
-    for l, layer in enumerate(ck.state or []):
-        arrays.update({f"state.{l}.{k}": s for k, s in enumerate(layer)})
+    for l, layer_state in enumerate(ck.state or []):
+        arrays.update({f"state.{l}.{k}": s for k, s in enumerate(layer_state)})
     arrays["history.train"] = np.asarray(ck.train_losses, np.float32)
     arrays["history.val"] = np.asarray(ck.val_losses, np.float64).reshape(-1, 2)
     arrays["line_hashes"] = np.asarray(ck.line_hashes, np.uint64)
@@ -100,7 +190,7 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **cast(dict[str, Any], arrays))  # numpy's stubs take ** for its allow_pickle flag
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -115,32 +205,6 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
 
 def _bad(path: Path, why: str) -> CharrnnError:
     return CharrnnError(f"{path}: not a usable charrnn checkpoint ({why})")
-
-
-def _meta_problem(meta: dict[str, Any], types: dict[str, Any] = META_TYPES, where: str = "") -> str:
-    """What is wrong with the metadata's known keys, or ''."""
-    for key, t in types.items():
-        if key not in meta:
-            continue
-        v = meta[key]
-        if isinstance(t, dict):
-            problem = _meta_problem(v, t, f"{where}{key}.") if isinstance(v, dict) else f"{where}{key} is not a table"
-        elif not isinstance(v, t) or (isinstance(v, bool) and t is not bool):
-            problem = f"{where}{key} has the wrong type"
-        elif isinstance(v, int) and v < (1 if key in ("seq_len", "batch_size", "eval_every") else 0):
-            problem = f"{where}{key} is {v}"
-        else:
-            continue
-        if problem:
-            return problem
-    if not where:  # the top level
-        if meta.get("mode", "stream") not in ("lines", "stream"):
-            return f"unknown mode {meta['mode']!r}"
-        try:
-            np.random.default_rng().bit_generator.state = meta.get("progress", {}).get("rng", np.random.PCG64().state)
-        except (TypeError, ValueError, KeyError, OverflowError):
-            return "progress.rng is not a random generator state"
-    return ""
 
 
 def load(path: str | os.PathLike) -> Checkpoint:
@@ -176,20 +240,23 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if not isinstance(version, int) or version < 1:
         raise _bad(path, "no format version")
     if version > FORMAT_VERSION:
-        raise _bad(path, f"format version {version} is newer than this charrnn reads ({FORMAT_VERSION}): upgrade charrnn")
+        raise _bad(path, f"format version {version} is newer than this charrnn reads ({FORMAT_VERSION}): "
+                         "upgrade charrnn")
     try:
         vocab = Vocab(str(meta.pop("vocab")))
         if any(0xD800 <= ord(c) <= 0xDFFF for c in vocab.chars):
             raise CharrnnError("unpaired surrogates in the vocabulary")
-        cfg = ModelConfig(**meta.pop("model"))
-    except (KeyError, TypeError, CharrnnError) as e:
+        cfg = parse(ModelConfig, meta.pop("model"), "model.", strict=True)
+    except (KeyError, CharrnnError, MetaError) as e:
         raise _bad(path, f"bad model config or vocabulary: {e}") from None
-    problem = _meta_problem(meta)
+    try:
+        info = parse(Meta, meta)
+    except (MetaError, CharrnnError) as e:  # CharrnnError: a train config no option could give
+        raise _bad(path, f"damaged metadata: {e}") from None
+    problem = meta_problem(info)
     if problem:
         raise _bad(path, f"damaged metadata: {problem}")
-    if not all(type(getattr(cfg, k)) is int for k in ("vocab_size", "hidden_size", "layers")):
-        raise _bad(path, "sizes in the model config are not whole numbers")
-    if 3 * cfg.layers + 2 > len(arrays):  # before building shapes for layers the file cannot hold
+    if cfg.layers > len(arrays):  # before building specs for layers the file cannot hold
         raise _bad(path, f"the config has {cfg.layers} layers but the file has only {len(arrays)} arrays")
     if cfg.vocab_size != len(vocab):
         raise _bad(path, f"vocabulary has {len(vocab)} entries but the model expects {cfg.vocab_size}")
@@ -197,7 +264,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
     def group(prefix: str) -> dict[str, np.ndarray]:
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
-    shapes = param_shapes(cfg)
+    stack = layer_specs(cfg)
+    shapes = param_shapes(cfg, stack)
     params, best = group("param."), group("best.") or None
     for name, ps in (("param", params), ("best", best)):
         if ps is None:
@@ -217,9 +285,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
     state = None
     st = group("state.")
     if st:
-        template = zero_state(cfg, 1)
         try:
-            state = [tuple(st[f"{l}.{k}"] for k in range(len(template[l]))) for l in range(cfg.layers)]
+            state = [tuple(st[f"{layer.index}.{k}"] for k in range(layer.state_size)) for layer in stack]
         except KeyError as e:
             raise _bad(path, f"missing hidden state {e}") from None
         if any(s.ndim != 2 or s.shape[1] != cfg.hidden_size for layer in state for s in layer):
@@ -230,7 +297,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
     if train_losses.ndim != 1 or val_losses.ndim != 2 or val_losses.shape[1] != 2 or hashes.ndim != 1 \
             or hashes.dtype != np.uint64 or not all(a.dtype.kind == "f" for a in (train_losses, val_losses)):
         raise _bad(path, "damaged training history")
-    losses = np.r_[train_losses.astype(np.float64), val_losses[:, 1], meta.get("best_val_loss") or 0.0]
+    losses = np.r_[train_losses.astype(np.float64), val_losses[:, 1], info.best_val_loss or 0.0]
     if not np.all((losses >= 0) & (losses <= MAX_LOSS)):
         raise _bad(path, "damaged training history (losses out of range)")
-    return Checkpoint(cfg, vocab, params, best, opt, state, meta, train_losses, val_losses, hashes)
+    return Checkpoint(cfg, vocab, params, best, opt, state, info, train_losses, val_losses, hashes, version)

@@ -7,11 +7,12 @@ Heavy imports (numpy, rich, tqdm, the model) happen inside the commands, so that
 from __future__ import annotations
 
 import sys
-from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Optional
 
 import typer
+
+from charrnn.config import CELLS, OPTIMIZERS
 
 app = typer.Typer(
     name="charrnn",
@@ -24,44 +25,19 @@ app = typer.Typer(
 )
 
 
-class Cell(str, Enum):
-    lstm = "lstm"
-    gru = "gru"
-    rnn = "rnn"
+# Options and arguments that several commands share, declared once.
+CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint written by `charrnn train`.")]
+EncodingOpt = Annotated[str, typer.Option(help="Encoding of TEXT_FILE.")]
+ErrorsOpt = Annotated[str, typer.Option(help="What to do with bytes that do not decode: strict, replace or ignore.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
 
-class Activation(str, Enum):
-    tanh = "tanh"
-    relu = "relu"
-
-
-class Mode(str, Enum):
-    auto = "auto"
-    lines = "lines"
-    stream = "stream"
-
-
-class Optimizer(str, Enum):
-    adam = "adam"
-    adagrad = "adagrad"
-    sgd = "sgd"
-
-
-class ClipMode(str, Enum):
-    norm = "norm"
-    value = "value"
-
-
-class Dtype(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
-def _val(e: Any) -> Any:
-    return e.value if isinstance(e, Enum) else e
+def _choices(values: tuple[str, ...]) -> str:
+    return ", ".join(values[:-1]) + " or " + values[-1]
 
 
 # ---------------------------------------------------------------- train
+# Parameter names are the config fields they set (charrnn.config); the configs check the values.
 
 
 @app.command(
@@ -75,41 +51,50 @@ def _val(e: Any) -> Any:
 def train(
     ctx: typer.Context,
     text_file: Path = typer.Argument(..., help="UTF-8 text to learn from."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Checkpoint to write [default: TEXT_FILE's stem + .npz here]."),
-    cell: Optional[Cell] = typer.Option(None, help="Recurrent cell."),
-    hidden_size: Optional[int] = typer.Option(None, min=1, help="Hidden units per layer."),
-    layers: Optional[int] = typer.Option(None, min=1, help="Stacked recurrent layers."),
-    activation: Activation = typer.Option(Activation.tanh, help="Activation of the vanilla RNN (relu starts from an identity recurrence)."),
-    dropout: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Dropout on each layer's output while training."),
-    mode: Mode = typer.Option(Mode.auto, help="lines: each line is one example (names, words); stream: running text; auto: decide from the text."),
-    seq_len: Optional[int] = typer.Option(None, min=1, help="stream: characters per BPTT chunk; lines: longest line modelled."),
-    batch_size: Optional[int] = typer.Option(None, min=1, help="Lines or streams per step."),
-    val_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Fraction held out for validation (random lines, or the end of running text)."),
-    min_count: int = typer.Option(1, min=1, help="Characters seen fewer times become <UNK>."),
-    max_vocab: int = typer.Option(0, min=0, help="Keep only the most frequent characters (0: all)."),
-    optimizer: Optimizer = typer.Option(Optimizer.adam, help="Optimizer."),
-    lr: Optional[float] = typer.Option(None, min=0.0, help="Learning rate."),
-    lr_decay: float = typer.Option(1.0, min=0.0, max=1.0, help="Multiply the learning rate by this after each epoch."),
-    lr_plateau: float = typer.Option(0.5, min=0.0, max=1.0, help="Multiply the learning rate by this when validation did not improve (1: off)."),
-    clip: float = typer.Option(5.0, min=0.0, help="Gradient clipping threshold (0: off)."),
-    clip_mode: ClipMode = typer.Option(ClipMode.norm, help="norm: rescale the global gradient norm; value: clip each element."),
-    steps: Optional[int] = typer.Option(None, min=0, help="Stop after this many steps in all."),
-    epochs: Optional[float] = typer.Option(None, min=0.0, help="Stop after this many passes over the training text."),
-    time: Optional[float] = typer.Option(None, "--time", min=0.0, help="Stop this run after this many minutes."),
-    eval_every: Optional[int] = typer.Option(None, min=1, help="Steps between validation, sample preview and checkpoint save."),
-    patience: Optional[int] = typer.Option(None, min=0, help="Stop when validation has not improved for this many evaluations (0: never)."),
-    seed: int = typer.Option(0, min=0, help="Random seed: same seed, same model."),
-    dtype: Dtype = typer.Option(Dtype.float32, help="Floating-point type of the model."),
-    resume: Optional[Path] = typer.Option(None, help="Continue training from this checkpoint (same optimizer state, data position and RNG)."),
-    encoding: str = typer.Option("utf-8", help="Encoding of TEXT_FILE."),
-    errors: str = typer.Option("strict", help="What to do with bytes that do not decode: strict, replace or ignore."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Checkpoint to write [default: TEXT_FILE's stem + .npz here]."),
+    cell: Optional[str] = typer.Option(None, help=f"Recurrent cell: {_choices(CELLS)}."),
+    hidden_size: Optional[int] = typer.Option(None, help="Hidden units per layer."),
+    layers: Optional[int] = typer.Option(None, help="Stacked recurrent layers."),
+    activation: str = typer.Option(
+        "tanh", help="Activation of the vanilla RNN: tanh or relu (relu starts from an identity recurrence)."),
+    dropout: Optional[float] = typer.Option(None, help="Dropout on each layer's output while training, in [0, 1)."),
+    mode: str = typer.Option(
+        "auto", help="lines: each line is one example (names, words); stream: running text; auto: decide from the "
+        "text."),
+    seq_len: Optional[int] = typer.Option(
+        None, help="stream: characters per BPTT chunk; lines: longest line modelled."),
+    batch_size: Optional[int] = typer.Option(None, help="Lines or streams per step."),
+    val_fraction: float = typer.Option(
+        0.1, help="Fraction held out for validation, in [0, 1) (random lines, or the end of running text)."),
+    min_count: int = typer.Option(1, help="Characters seen fewer times become <UNK>."),
+    max_vocab: int = typer.Option(0, help="Keep only the most frequent characters (0: all)."),
+    optimizer: str = typer.Option("adam", help=f"Optimizer: {_choices(OPTIMIZERS)}."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate."),
+    lr_decay: float = typer.Option(1.0, help="Multiply the learning rate by this after each epoch, in (0, 1]."),
+    lr_plateau: float = typer.Option(
+        0.5, help="Multiply the learning rate by this when validation did not improve, in (0, 1] (1: off)."),
+    clip: float = typer.Option(5.0, help="Gradient clipping threshold (0: off)."),
+    clip_mode: str = typer.Option("norm", help="norm: rescale the global gradient norm; value: clip each element."),
+    steps: Optional[int] = typer.Option(None, help="Stop after this many steps in all."),
+    epochs: Optional[float] = typer.Option(None, help="Stop after this many passes over the training text."),
+    time_minutes: Optional[float] = typer.Option(None, "--time", help="Stop this run after this many minutes."),
+    eval_every: Optional[int] = typer.Option(
+        None, help="Steps between validation, sample preview and checkpoint save."),
+    patience: Optional[int] = typer.Option(
+        None, help="Stop when validation has not improved for this many evaluations (0: never)."),
+    seed: int = typer.Option(0, help="Random seed: same seed, same model."),
+    dtype: str = typer.Option("float32", help="Floating-point type of the model: float32 or float64."),
+    resume: Optional[Path] = typer.Option(
+        None, help="Continue training from this checkpoint (same optimizer state, data position and RNG)."),
+    encoding: EncodingOpt = "utf-8",
+    errors: ErrorsOpt = "strict",
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or previews."),
 ) -> None:
     from charrnn.commands import run_train
 
-    given = {k: _val(v) for k, v in locals().items() if k not in ("run_train", "ctx")}
-    explicit = {k for k in given if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
-    sys.exit(run_train(given, explicit))
+    explicit = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+    sys.exit(run_train(dict(ctx.params), explicit))
 
 
 # ---------------------------------------------------------------- sample
@@ -122,16 +107,18 @@ def train(
     "Example: charrnn sample shakespeare.npz --prime 'ROMEO:' --length 500"
 )
 def sample(
-    ckpt: Path = typer.Argument(..., help="Checkpoint written by `charrnn train`."),
+    ckpt: CheckpointArg,
     num: Optional[int] = typer.Option(
-        None, "--num", "-n", min=1,
+        None, "--num", "-n",
         help="How many samples, generated together as one batch [default: 10 from line models, 1 from running text]."),
-    length: Optional[int] = typer.Option(None, min=1, help="Characters per sample [lines: at most the training line limit; stream: 500]."),
-    temperature: float = typer.Option(1.0, min=0.0, help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy."),
-    top_k: int = typer.Option(0, min=0, help="Sample only among the K most likely characters (0: off)."),
-    top_p: float = typer.Option(1.0, max=1.0, help="Sample only among the most likely characters whose probabilities add up to P."),
+    length: Optional[int] = typer.Option(
+        None, help="Characters per sample [lines: at most the training line limit; stream: 500]."),
+    temperature: float = typer.Option(1.0, help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy."),
+    top_k: int = typer.Option(0, help="Sample only among the K most likely characters (0: off)."),
+    top_p: float = typer.Option(
+        1.0, help="Sample only among the most likely characters whose probabilities add up to P."),
     prime: str = typer.Option("", help="Text to start from; samples continue it."),
-    seed: Optional[int] = typer.Option(None, min=0, help="Random seed for reproducible samples."),
+    seed: Optional[int] = typer.Option(None, help="Random seed for reproducible samples."),
     allow_unk: bool = typer.Option(False, help="Allow the <UNK> token (shown as U+FFFD) in samples."),
     novel: Optional[bool] = typer.Option(
         None, "--novel/--allow-seen",
@@ -151,8 +138,8 @@ def sample(
     "Example: charrnn inspect names.npz\n\nExample: charrnn inspect names.npz --json | jq .training.best_val_loss"
 )
 def inspect(
-    ckpt: Path = typer.Argument(..., help="Checkpoint written by `charrnn train`."),
-    json_: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    ckpt: CheckpointArg,
+    json_: JsonOpt = False,
 ) -> None:
     from charrnn.commands import run_inspect
 
@@ -165,11 +152,11 @@ def inspect(
     "Example: charrnn eval names.npz held_out_names.txt --json",
 )
 def eval_(
-    ckpt: Path = typer.Argument(..., help="Checkpoint written by `charrnn train`."),
+    ckpt: CheckpointArg,
     text_file: Path = typer.Argument(..., help="Text to score."),
-    json_: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    encoding: str = typer.Option("utf-8", help="Encoding of TEXT_FILE."),
-    errors: str = typer.Option("strict", help="strict, replace or ignore undecodable bytes."),
+    json_: JsonOpt = False,
+    encoding: EncodingOpt = "utf-8",
+    errors: ErrorsOpt = "strict",
 ) -> None:
     from charrnn.commands import run_eval
 
@@ -178,14 +165,14 @@ def eval_(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one `Error:` line on stderr, never a traceback."""
-    from charrnn.errors import CharrnnError
+    from charrnn.errors import CharrnnError, OptionError
 
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="charrnn", standalone_mode=False)
     except CharrnnError as e:
         print(f"Error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(e, OptionError) else 1)  # a bad option value is a usage error
     except (KeyboardInterrupt, typer.Abort):
         print("Error: interrupted", file=sys.stderr)
         sys.exit(130)

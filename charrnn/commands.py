@@ -5,12 +5,14 @@ what sampling needs; training, evaluation and inspection import the rest when th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
 import sys
 import time
-from dataclasses import fields
+from collections.abc import Iterator
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,20 +20,23 @@ import numpy as np
 from rich.console import Console
 
 from charrnn import checkpoint
+from charrnn.config import Mode, ModelConfig, TrainConfig, option
 from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig, param_shapes, textbook_param_count
+from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from charrnn.data import Corpus
-    from charrnn.train import TrainConfig
+    from charrnn.train import Trainer
 
-MODEL_FIELDS = ("cell", "hidden_size", "layers", "activation", "dropout", "dtype")
+MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")
+TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
+STOPS = ("steps", "epochs", "time_minutes")
 # options that may change when resuming; the others define the model and its data
-RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", "steps", "epochs", "time",
-             "eval_every", "patience", "quiet", "out", "resume", "text_file", "encoding", "errors"}
+RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", *STOPS, "eval_every", "patience",
+             "quiet", "out", "resume", "text_file", "encoding", "errors"}
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -45,41 +50,99 @@ def shown(ch: str) -> str:
 # ---------------------------------------------------------------- train
 
 
-def _train_fields() -> tuple[str, ...]:
-    from charrnn.train import TrainConfig
+def check_train_options(o: dict[str, Any]) -> None:
+    """Refuse impossible option values before reading a text or a checkpoint: the configs'
+    own checks, on what the user gave (the rest at its defaults)."""
+    from charrnn import data
 
-    return tuple(f.name for f in fields(TrainConfig))
+    TrainConfig(**{k: o[k] for k in TRAIN_FIELDS if o.get(k) is not None})
+    ModelConfig(3, **{k: o[k] for k in MODEL_FIELDS if o.get(k) is not None})
+    data.check_decoding(o["encoding"], o["errors"])
 
 
-def _resolve(o: dict[str, Any], explicit: set[str], corpus: Corpus) -> tuple[ModelConfig, TrainConfig, set[str]]:
-    """Options the user gave, else defaults chosen from the corpus, else the option defaults."""
-    from charrnn.train import TrainConfig, auto_settings
+def resolve_configs(o: dict[str, Any], explicit: set[str], corpus: Corpus) -> tuple[ModelConfig, TrainConfig, set[str]]:
+    """Options the user gave, else defaults chosen from the corpus, else the option defaults.
+    Returns the configs and the names of the values chosen from the corpus."""
+    from charrnn.config import auto_settings
 
-    train_fields = _train_fields()
     auto = auto_settings(corpus.mode, len(corpus.train))
-    o = dict(o, time_minutes=o["time"] or 0.0)
-    stops = {"steps", "epochs", "time"} & explicit
+    stop_given = bool(set(STOPS) & explicit)
     chosen: set[str] = set()
     values = {}
-    for name in set(MODEL_FIELDS) | set(train_fields):
+    for name in MODEL_FIELDS + TRAIN_FIELDS:
         v = o.get(name)
-        if name in ("steps", "epochs", "time_minutes") and stops:
-            v = v or 0
+        if name in STOPS and stop_given:
+            v = v or 0  # a stop the user set replaces the automatic ones
         elif v is None and name in auto:
             v = auto[name]
             chosen.add(name)
         if v is not None:
             values[name] = v
-    values["mode"] = corpus.mode
+    values["mode"] = corpus.mode.value
     model_cfg = ModelConfig(len(corpus.vocab), **{k: values[k] for k in MODEL_FIELDS if k in values})
-    train_cfg = TrainConfig(**{k: values[k] for k in train_fields if k in values})
+    train_cfg = TrainConfig(**{k: values[k] for k in TRAIN_FIELDS if k in values})
     return model_cfg, train_cfg, chosen
 
 
-def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], corpus: Corpus,
-                  source: str, n_params: int) -> Table:
+def resumed_configs(o: dict[str, Any], explicit: set[str], resume: checkpoint.Checkpoint
+                    ) -> tuple[ModelConfig, TrainConfig]:
+    """The checkpoint's configs with the options that may change on resume applied."""
+    old = resume.meta.train
+    for name in explicit - RESUMABLE:
+        before = getattr(old, name, getattr(resume.cfg, name, None))
+        if before is not None and before != o[name] and name != "mode":
+            raise CharrnnError(f"{option(name)} cannot change when resuming "
+                               f"(the checkpoint has {before}); train a new model instead")
+    changes = {k: o[k] for k in explicit & RESUMABLE if k in TRAIN_FIELDS}
+    if "time_minutes" not in explicit:
+        changes["time_minutes"] = 0.0
+    model_cfg = replace(resume.cfg, dropout=o["dropout"]) if "dropout" in explicit else resume.cfg
+    return model_cfg, replace(old, **changes)
+
+
+def checkpoint_target(o: dict[str, Any]) -> Path:
+    """Where the checkpoint goes: --out, else the resumed file, else TEXT_FILE's stem + .npz here."""
+    text_file = Path(o["text_file"])
+    target = Path(o["out"] or o["resume"] or Path.cwd() / f"{text_file.stem}.npz")
+    if target.exists() and (target.is_dir() or target.suffix != ".npz"):
+        raise CharrnnError(f"{target}: refusing to overwrite something that is not a .npz checkpoint (use --out)")
+    if not target.parent.is_dir():
+        raise CharrnnError(f"{target.parent}: no such folder for the checkpoint")
+    return target
+
+
+def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: checkpoint.Checkpoint | None
+                 ) -> tuple[Trainer, set[str], list[str]]:
+    """A new or resumed Trainer on `text`, the names of the settings chosen from the text,
+    and notes for the user."""
+    from charrnn import data
+    from charrnn.train import Trainer
+
+    notes: list[str] = []
+    if resume is None:
+        corpus = data.make_corpus(text, o["mode"], o["val_fraction"], o["min_count"], o["max_vocab"], o["seed"])
+        model_cfg, cfg, chosen = resolve_configs(o, explicit, corpus)
+        trainer = Trainer(corpus, model_cfg, cfg, source=Path(o["text_file"]).name)
+    else:
+        model_cfg, cfg = resumed_configs(o, explicit, resume)
+        corpus = data.make_corpus(text, resume.meta.mode, cfg.val_fraction, cfg.min_count, cfg.max_vocab,
+                                  cfg.seed, vocab=resume.vocab)
+        trainer = Trainer(corpus, model_cfg, cfg, resume=resume)
+        if resume.meta.corpus.fingerprint not in (None, trainer.fingerprint):
+            notes.append("this text differs from the one the checkpoint was trained on: "
+                         "training continues on it, but this is not an exact resume")
+        chosen = set()
+    notes += trainer.notes
+    if corpus.unk_chars > 0:
+        notes.append(f"{corpus.unk_chars:,} characters of the text are <UNK> (rarer than --min-count, "
+                     "beyond --max-vocab, or not in the resumed vocabulary)")
+    return trainer, chosen, notes
+
+
+def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int) -> Table:
     from rich.table import Table
 
+    model_cfg, cfg, corpus = trainer.model_cfg, trainer.cfg, trainer.corpus
     t = Table(title=f"charrnn train [bold]{source}[/]", title_justify="left", box=None, pad_edge=False,
               show_header=False)
     t.add_column(style="dim", no_wrap=True)
@@ -88,6 +151,7 @@ def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], co
     def v(name: str, value: Any) -> str:
         return f"{value}" + (" [dim](auto)[/]" if name in chosen else "")
 
+    lines = corpus.mode == Mode.LINES
     stops = [f"{cfg.steps:,} steps" if cfg.steps else "",
              v("epochs", f"{cfg.epochs:g} epochs") if cfg.epochs else "",
              f"{cfg.time_minutes:g} min" if cfg.time_minutes else "",
@@ -96,13 +160,14 @@ def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], co
         ("data", f"{corpus.mode} mode, {corpus.chars:,} chars, {corpus.unk_chars:,} unknown"),
         ("vocabulary", f"{len(corpus.vocab)} ({len(corpus.vocab) - 2} chars + <UNK> + <EOS>)"),
         ("train / val", f"{len(corpus.train):,} / {len(corpus.val):,} ids"
-         + (f" ({len(corpus.train_starts):,} / {len(corpus.val_starts):,} lines)" if corpus.mode == "lines" else "")),
+         + (f" ({len(corpus.train_starts):,} / {len(corpus.val_starts):,} lines)" if lines else "")),
         ("model", f"{v('cell', model_cfg.cell)}" + (f" ({model_cfg.activation})" if model_cfg.cell == "rnn" else "")
          + f", {v('layers', model_cfg.layers)} × {v('hidden_size', model_cfg.hidden_size)}, dropout "
          + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}, {n_params:,} parameters"),
         ("batches", f"{v('batch_size', cfg.batch_size)} × "
-         + (f"{v('seq_len', cfg.seq_len)} steps" if corpus.mode == "stream" else f"lines up to {v('seq_len', cfg.seq_len)}")),
-        ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}" + (f", ×{cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
+         + (f"lines up to {v('seq_len', cfg.seq_len)}" if lines else f"{v('seq_len', cfg.seq_len)} steps")),
+        ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}"
+         + (f", ×{cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
          + (f", ×{cfg.lr_plateau} on plateau" if cfg.lr_plateau < 1 else "")
          + (f", clip {cfg.clip} ({cfg.clip_mode})" if cfg.clip else ", no clipping")),
         ("stop at", ", ".join(s for s in stops if s) or "Ctrl-C"),
@@ -113,145 +178,117 @@ def _config_table(model_cfg: ModelConfig, cfg: TrainConfig, chosen: set[str], co
     return t
 
 
-def _check_options(o: dict[str, Any]) -> None:
-    """Refuse impossible option values before reading a text or a checkpoint."""
-    from charrnn import data
-    from charrnn.train import TrainConfig
+class TrainDisplay:
+    """The progress bar, an evaluation line with a sample preview, and a save after every evaluation."""
 
-    given = {k: o[k] for k in _train_fields() if o.get(k) is not None}
-    if o.get("time") is not None:
-        given["time_minutes"] = o["time"]
-    TrainConfig(**given).check()
-    ModelConfig(3, **{k: o[k] for k in MODEL_FIELDS if o.get(k) is not None})
-    data.check_decoding(o["encoding"], o["errors"])
+    def __init__(self, trainer: Trainer, target: Path, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        cfg = trainer.cfg
+        self.trainer, self.target, self.quiet = trainer, target, quiet
+        self.total = cfg.steps or (math.ceil(cfg.epochs * trainer.batches_per_epoch) if cfg.epochs else None)
+        self.bar = tqdm(total=self.total, initial=trainer.step, unit="step", dynamic_ncols=True,
+                        disable=True if quiet else None, file=sys.stderr, smoothing=0.05, mininterval=0.25)
+        self.started = time.perf_counter()
+        self.chars0 = trainer.chars_seen
+        self.ema: float | None = None  # smoothed training loss
+        self.last_val = trainer.val_losses[-1][1] if trainer.val_losses else None
+
+    def save(self) -> None:
+        checkpoint.save(self.target, self.trainer.checkpoint())
+
+    def on_step(self, tr: Trainer, loss: float) -> None:
+        self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
+        if tr.step % 5 == 0 or tr.step == self.total:
+            elapsed = time.perf_counter() - self.started
+            post = f"loss {self.ema:.3f}"
+            if self.last_val is not None:
+                post += f", val {self.last_val:.3f}"
+            post += f", {(tr.chars_seen - self.chars0) / max(elapsed, 1e-9):,.0f} chars/s"
+            if tr.cfg.time_minutes:
+                post += f", {max(0.0, tr.cfg.time_minutes * 60 - elapsed) / 60:.1f} min left"
+            self.bar.set_postfix_str(post, refresh=False)
+        self.bar.update(1)
+
+    def on_eval(self, tr: Trainer, val: float | None) -> None:
+        from rich.text import Text
+
+        self.last_val = val
+        self.save()
+        if self.quiet:
+            return
+        best = " [green]best[/]" if tr.evals_since_best == 0 else ""
+        line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(tr.train_losses[-tr.cfg.eval_every:]):.4f}"
+        if val is not None:
+            line += f"  [dim]val[/] {val:.4f}{best}"
+        lines = tr.corpus.mode == Mode.LINES
+        s = generate(tr.params, tr.model_cfg, tr.corpus.vocab, tr.corpus.mode, n=4 if lines else 1,
+                     length=tr.cfg.seq_len if lines else 80, temperature=0.8, rng=np.random.default_rng(tr.step))
+        preview = (", ".join(s.texts) if lines else s.texts[0]).replace("\n", "⏎")[:90]
+        self.bar.clear()
+        err.print(line + f"  [cyan]{Text(preview).markup}[/]")
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer) -> Iterator[list[signal.Signals]]:
+    """Ctrl-C or SIGTERM asks the trainer to stop after this step (it saves); a second Ctrl-C
+    stops at once. Yields the list of signals received."""
+    got: list[signal.Signals] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if got and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+        got.append(signal.Signals(signum))
+        trainer.stop_requested = True
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield got
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def run_train(o: dict[str, Any], explicit: set[str]) -> int:
-    from rich.text import Text
-    from tqdm import tqdm
-
     from charrnn import data, report
-    from charrnn.train import TrainConfig, Trainer
 
-    text_file = Path(o["text_file"])
-    _check_options(o)
+    check_train_options(o)
     resume = checkpoint.load(o["resume"]) if o["resume"] else None
-    target = Path(o["out"]) if o["out"] else (Path(o["resume"]) if o["resume"] else Path.cwd() / f"{text_file.stem}.npz")
-    if target.exists() and (target.is_dir() or target.suffix != ".npz"):
-        raise CharrnnError(f"{target}: refusing to overwrite something that is not a .npz checkpoint (use --out)")
-    if not target.parent.is_dir():
-        raise CharrnnError(f"{target.parent}: no such folder for the checkpoint")
+    target = checkpoint_target(o)
+    text_file = Path(o["text_file"])
     text = data.read_text(text_file, o["encoding"], o["errors"])
-    notes: list[str] = []
-    if resume is None:
-        corpus = data.make_corpus(text, o["mode"], o["val_fraction"], o["min_count"], o["max_vocab"], o["seed"])
-        model_cfg, cfg, chosen = _resolve(o, explicit, corpus)
-        trainer = Trainer(corpus, model_cfg, cfg, source=text_file.name)
-    else:
-        old = resume.meta.get("train", {})
-        for name in explicit - RESUMABLE:
-            before = old.get(name, getattr(resume.cfg, name, None))
-            if before is not None and before != o[name] and name != "mode":
-                raise CharrnnError(f"--{name.replace('_', '-')} cannot change when resuming "
-                                   f"(the checkpoint has {before}); train a new model instead")
-        cfg = TrainConfig.from_dict(old)
-        for name in explicit & RESUMABLE:
-            key = "time_minutes" if name == "time" else name
-            if hasattr(cfg, key):
-                setattr(cfg, key, o[name])
-        if "time" not in explicit:
-            cfg.time_minutes = 0.0
-        model_cfg = resume.cfg
-        if "dropout" in explicit:
-            model_cfg = ModelConfig(**dict(resume.cfg.to_dict(), dropout=o["dropout"]))
-        corpus = data.make_corpus(text, resume.meta["mode"], cfg.val_fraction, cfg.min_count, cfg.max_vocab,
-                                  cfg.seed, vocab=resume.vocab)
-        trainer = Trainer(corpus, model_cfg, cfg, resume=resume)
-        if resume.meta.get("corpus", {}).get("fingerprint") not in (None, trainer.fingerprint):
-            notes.append("this text differs from the one the checkpoint was trained on: "
-                         "training continues on it, but this is not an exact resume")
-        chosen = set()
-    notes += trainer.notes
-    if corpus.unk_chars and corpus.unk_chars > 0:
-        notes.append(f"{corpus.unk_chars:,} characters of the text are <UNK> (rarer than --min-count, "
-                     "beyond --max-vocab, or not in the resumed vocabulary)")
+    trainer, chosen, notes = make_trainer(o, explicit, text, resume)
     quiet = o["quiet"]
-    n_params = sum(int(np.prod(s)) for s in param_shapes(model_cfg).values())
-    assert n_params == textbook_param_count(model_cfg)
+    n_params = sum(int(np.prod(s)) for s in param_shapes(trainer.model_cfg).values())
+    assert n_params == textbook_param_count(trainer.model_cfg)
     if not quiet:
-        out.print(_config_table(model_cfg, trainer.cfg, chosen, corpus, text_file.name, n_params))
+        out.print(config_table(trainer, chosen, text_file.name, n_params))
         if resume is not None:
             out.print(f"[dim]resuming from[/] {o['resume']} [dim]at step[/] {trainer.step:,}")
     for note in notes:
         err.print(f"[yellow]Note:[/] {note}")
 
-    def save() -> None:
-        checkpoint.save(target, trainer.checkpoint())
-
-    cfg = trainer.cfg
-    total = cfg.steps or (math.ceil(cfg.epochs * trainer.batches_per_epoch) if cfg.epochs else None)
-    bar = tqdm(total=total, initial=trainer.step, unit="step", dynamic_ncols=True, disable=True if quiet else None,
-               file=sys.stderr, smoothing=0.05, mininterval=0.25)
-    started = time.perf_counter()
-    chars0 = trainer.chars_seen
-    ema: list[float] = []
-    last_val: list[float | None] = [trainer.val_losses[-1][1] if trainer.val_losses else None]
-
-    def on_step(tr: Trainer, loss: float) -> None:
-        ema.append(loss if not ema else 0.95 * ema[-1] + 0.05 * loss)
-        if tr.step % 5 == 0 or tr.step == total:
-            elapsed = time.perf_counter() - started
-            post = f"loss {ema[-1]:.3f}"
-            if last_val[0] is not None:
-                post += f", val {last_val[0]:.3f}"
-            post += f", {(tr.chars_seen - chars0) / max(elapsed, 1e-9):,.0f} chars/s"
-            if cfg.time_minutes:
-                post += f", {max(0.0, cfg.time_minutes * 60 - elapsed) / 60:.1f} min left"
-            bar.set_postfix_str(post, refresh=False)
-        bar.update(1)
-
-    def on_eval(tr: Trainer, val: float | None) -> None:
-        last_val[0] = val
-        save()
-        if quiet:
-            return
-        best = " [green]best[/]" if tr.evals_since_best == 0 else ""
-        line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(tr.train_losses[-cfg.eval_every:]):.4f}"
-        if val is not None:
-            line += f"  [dim]val[/] {val:.4f}{best}"
-        s = generate(tr.params, model_cfg, corpus.vocab, corpus.mode, n=4 if corpus.mode == "lines" else 1,
-                     length=cfg.seq_len if corpus.mode == "lines" else 80, temperature=0.8,
-                     rng=np.random.default_rng(tr.step))
-        preview = ", ".join(s.texts) if corpus.mode == "lines" else s.texts[0]
-        preview = preview.replace("\n", "⏎")[:90]
-        bar.clear()
-        err.print(line + f"  [cyan]{Text(preview).markup}[/]")
-        bar.refresh()
-
-    signals = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
-    got: list[int] = []
-
-    def handler(signum: int, frame: Any) -> None:
-        if got and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
-        got.append(signum)
-        trainer.stop_requested = True
-
-    previous = {s: signal.signal(s, handler) for s in signals}
-    try:
-        with np.errstate(over="ignore", invalid="ignore"):  # divergence ends in one Error line instead
-            trainer.fit(on_step, on_eval)
-    except KeyboardInterrupt:
-        bar.close()
-        raise CharrnnError(f"interrupted twice: stopped without saving; {target} holds the last evaluation") from None
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        bar.close()
-    if trainer.step % cfg.eval_every == 0 and trainer.step > 0:
-        save()  # the last evaluation was saved before the stop reason was known
+    display = TrainDisplay(trainer, target, quiet)
+    with stop_on_signals(trainer) as got:
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence ends in one Error line instead
+                trainer.fit(display.on_step, display.on_eval)
+        except KeyboardInterrupt:
+            raise CharrnnError(f"interrupted twice: stopped without saving; {target} holds the last evaluation"
+                               ) from None
+        finally:
+            display.close()
+    if trainer.step % trainer.cfg.eval_every == 0 and trainer.step > 0:
+        display.save()  # the last evaluation was saved before the stop reason was known
     if trainer.stop_reason == "interrupted":
-        err.print(f"[yellow]{signals[got[0]]}[/]: saved {target} at step {trainer.step:,}. Resume with:\n"
+        err.print(f"[yellow]{SIGNALS[got[0]]}[/]: saved {target} at step {trainer.step:,}. Resume with:\n"
                   f"  charrnn train {text_file} --resume {target}")
         return 130 if got[0] == signal.SIGINT else 143
     if not quiet:
@@ -276,15 +313,15 @@ def _write_now(piece: str) -> None:
 
 def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: float, top_k: int, top_p: float,
                prime: str, seed: int | None, allow_unk: bool, novel: bool | None) -> int:
-    check_options(temperature, top_k, top_p, num or 1, length or 1)
+    check_options(temperature, top_k, top_p, num or 1, length or 1, seed)
     ck = checkpoint.load(ckpt)
-    mode = ck.meta.get("mode", "stream")
+    mode = ck.meta.mode
     if num is None:
-        num = 10 if mode == "lines" else 1  # a list of names; one running text
+        num = 10 if mode == Mode.LINES else 1  # a list of names; one running text
     if length is None:
-        length = int(ck.meta.get("train", {}).get("seq_len", 64)) if mode == "lines" else 500
+        length = ck.meta.train.seq_len if mode == Mode.LINES else 500
     rng = np.random.default_rng(seed)
-    live = _write_now if mode == "stream" and num == 1 else None  # one running text: show it as it grows
+    live = _write_now if mode == Mode.STREAM and num == 1 else None  # one running text: show it as it grows
     if live is not None:
         live(prime)
     s = generate_from(ck, num, novel, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
@@ -292,14 +329,15 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: flo
     if s.prime_unk:
         err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
                   "they were read as <UNK>")
-    sep = "\n" if mode == "lines" else "\n\n"
+    sep = "\n" if mode == Mode.LINES else "\n\n"
     if live is not None:
         live("\n")
     elif s.texts:
         _write_now(sep.join(s.texts) + "\n")
     if s.novel >= 0:
         rate = s.novel / max(s.generated, 1)
-        err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the training text"
+        err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the "
+                  "training text"
                   f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
         if s.repeats:
             err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "
@@ -343,7 +381,8 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
         t.add_column(col, justify="left" if col in ("name", "shape") else "right")
     for name, a in prm["arrays"].items():
         t.add_row(name, "×".join(map(str, a["shape"])), f"{a['count']:,}",
-                  *(f"{a[k]:+.4f}" if k in ("mean", "min", "max") else f"{a[k]:.4f}" for k in ("mean", "std", "min", "max", "l2")))
+                  *(f"{a[k]:+.4f}" if k in ("mean", "min", "max") else f"{a[k]:.4f}"
+                    for k in ("mean", "std", "min", "max", "l2")))
     ok = prm["total"] == prm["textbook_total"]
     t.add_section()
     t.add_row("[bold]total[/]", "", f"[bold]{prm['total']:,}[/]")
@@ -360,7 +399,8 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
             g.add_row(label, f"{f['loss']:.4f}", f"{f['bits_per_char']:.4f}", f"{f['perplexity']:.3f}")
     out.print(g)
     rate = f"{tr['chars_per_s']:,.0f} chars/s" if tr["chars_per_s"] else "-"
-    out.print(f"[dim]steps[/] {tr['steps']:,}  [dim]epochs[/] {tr['epochs']:.2f}  [dim]chars seen[/] {tr['chars_seen']:,}"
+    out.print(f"[dim]steps[/] {tr['steps']:,}  [dim]epochs[/] {tr['epochs']:.2f}  "
+              f"[dim]chars seen[/] {tr['chars_seen']:,}"
               f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}"
               + (f"  [dim]stopped:[/] {tr['stop_reason']}" if tr["stop_reason"] else ""))
     h = tr["history"]
@@ -383,12 +423,12 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
 
 def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: str) -> int:
     from charrnn import data, report
-    from charrnn.train import evaluate
+    from charrnn.score import evaluate
 
     ck = checkpoint.load(ckpt)
     text = data.read_text(text_file, encoding, errors)
-    mode = ck.meta.get("mode", "stream")
-    if mode == "lines":
+    mode = ck.meta.mode
+    if mode == Mode.LINES:
         ids, unk = data.encode_lines(text, ck.vocab)
         starts = data.line_starts(ids)
         chars = int(len(ids))
@@ -398,15 +438,14 @@ def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: 
         if len(ids) < 2:
             raise CharrnnError(f"{text_file}: needs at least 2 characters to score")
         chars = int(len(ids)) - 1  # the first character is context, not predicted
-    seq_len = int(ck.meta.get("train", {}).get("seq_len", 64))
-    loss = evaluate(ck.sampling_params, ck.cfg, mode, ids, starts, seq_len=seq_len)
+    loss = evaluate(ck.sampling_params, ck.cfg, mode, ids, starts, seq_len=ck.meta.train.seq_len)
     fig = report.loss_figures(loss)
-    result = {**fig, "chars": chars, "unk_chars": int(unk), "mode": mode, "file": str(text_file)}
+    result = {**fig, "chars": chars, "unk_chars": int(unk), "mode": mode.value, "file": str(text_file)}
     if as_json:
         print(json.dumps(result, indent=2))
         return 0
     out.print(f"[bold]{text_file}[/] ({mode} mode): {chars:,} characters scored"
-              + (" (<EOS> included)" if mode == "lines" else ""))
+              + (" (<EOS> included)" if mode == Mode.LINES else ""))
     out.print(f"  loss       {fig['loss']:.4f} nats/char\n  bits/char  {fig['bits_per_char']:.4f}\n"
               f"  perplexity {fig['perplexity']:.3f}")
     if unk:

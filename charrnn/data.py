@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn.config import Mode
 from charrnn.errors import CharrnnError
 from charrnn.vocab import EOS, Vocab, count_chars
 
-MODES = ("auto", "lines", "stream")
+MODES = ("auto", *(m.value for m in Mode))
 AUTO_SAMPLE = 1_000_000  # characters the auto rule looks at
 AUTO_MAX_LINE = 50  # the 95th-percentile line length up to which a text counts as a list
 SURROGATE = re.compile("[\ud800-\udfff]")  # halves of UTF-16 pairs: no encoding can write them out
@@ -77,23 +78,23 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "s
     return text
 
 
-def choose_mode(text: str) -> str:
+def choose_mode(text: str) -> Mode:
     """The `auto` rule from the module docstring."""
     head = text[:AUTO_SAMPLE]
     lines = head.rstrip("\n").split("\n")
     if len(head) == AUTO_SAMPLE and len(lines) > 1:
         lines = lines[:-1]  # the last one may be cut
     if len(lines) < 2 or any(not line.strip() for line in lines):
-        return "stream"
+        return Mode.STREAM
     lengths = np.fromiter((len(line) for line in lines), dtype=np.int64, count=len(lines))
-    return "lines" if np.percentile(lengths, 95) <= AUTO_MAX_LINE else "stream"
+    return Mode.LINES if np.percentile(lengths, 95) <= AUTO_MAX_LINE else Mode.STREAM
 
 
 @dataclass
 class Corpus:
     """A text encoded for one mode, split into training and validation ids."""
 
-    mode: str
+    mode: Mode
     vocab: Vocab
     train: np.ndarray  # stream: (n,) ids; lines: (n,) ids with <EOS> ending each line
     val: np.ndarray
@@ -122,7 +123,7 @@ def encode_lines(text: str, vocab: Vocab) -> tuple[np.ndarray, int]:
 
 def make_corpus(
     text: str,
-    mode: str = "auto",
+    mode: str | Mode = "auto",
     val_fraction: float = 0.1,
     min_count: int = 1,
     max_vocab: int = 0,
@@ -133,15 +134,16 @@ def make_corpus(
     lines mode, the last `val_fraction` of the text in stream mode."""
     if mode == "auto":
         mode = choose_mode(text)
-    if mode not in ("lines", "stream"):
+    if mode not in MODES[1:]:
         raise CharrnnError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    mode = Mode(mode)
     if not 0 <= val_fraction < 1:
         raise CharrnnError(f"--val-fraction must be in [0, 1), not {val_fraction}")
     if vocab is None:
-        vocab = Vocab.build(count_chars(text), min_count, max_vocab, exclude="\n" if mode == "lines" else "")
+        vocab = Vocab.build(count_chars(text), min_count, max_vocab, exclude="\n" if mode == Mode.LINES else "")
         if not vocab.chars:
             raise CharrnnError(f"no character occurs {min_count} times or more: lower --min-count")
-    if mode == "lines":
+    if mode == Mode.LINES:
         ids, n_unk = encode_lines(text, vocab)
         starts = line_starts(ids)
         if len(starts) == 0:
@@ -164,7 +166,9 @@ def make_corpus(
     return Corpus(mode, vocab, train, val, empty, empty, n_unk, len(text))
 
 
-def _gather_lines(ids, starts, lengths, idx):
+def _gather_lines(
+    ids: np.ndarray, starts: np.ndarray, lengths: np.ndarray, idx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The lines numbered idx (sorted), concatenated, and their new start offsets."""
     if len(idx) == len(starts):
         return ids, starts
@@ -188,7 +192,7 @@ def lines_batch(
     T, B = int(lengths.max()), len(which)
     y = np.zeros((T, B), dtype=np.int32)
     mask = np.zeros((T, B), dtype=np.float32)
-    for b, (s, n) in enumerate(zip(starts[which], lengths)):
+    for b, (s, n) in enumerate(zip(starts[which], lengths, strict=True)):
         y[:n, b] = ids[s : s + n]
         mask[:n, b] = 1
     x = np.empty_like(y)
@@ -235,3 +239,57 @@ def fit_stream(n: int, batch_size: int, seq_len: int) -> tuple[int, int, list[st
         notes.append(f"sequence length {seq_len} -> {t}: the text is shorter than one sequence")
         seq_len = t
     return batch_size, seq_len, notes
+
+
+@dataclass
+class Batch:
+    x: np.ndarray  # (T, B) int32 inputs
+    y: np.ndarray  # (T, B) int32 targets
+    mask: np.ndarray | None  # (T, B) float32, 1 where y counts (lines); None: every position (stream)
+    fresh: bool = False  # stream: the streams start again from the top, so no state carries into it
+
+    @property
+    def chars(self) -> int:
+        """Characters it trains on."""
+        return int(self.mask.sum()) if self.mask is not None else self.x.size
+
+
+class Batches:
+    """A corpus's training batches in a fixed order: batch `pos` of epoch `epoch` is always the same.
+
+    stream: B parallel streams in consecutive T-step chunks (StreamLayout), the same every epoch.
+    lines: B lines at a time, in a seeded random order that changes every epoch, each cut to
+    `seq_len` characters. Batch size and sequence length shrink to fit a short text (`notes`)."""
+
+    def __init__(self, corpus: Corpus, batch_size: int, seq_len: int, seed: int) -> None:
+        self.corpus, self.seed = corpus, seed
+        self.notes: list[str] = []  # adjustments worth telling the user
+        if corpus.mode == Mode.STREAM:
+            batch_size, seq_len, self.notes = fit_stream(len(corpus.train), batch_size, seq_len)
+            self.layout = StreamLayout(len(corpus.train), batch_size, seq_len)
+            self.per_epoch = self.layout.chunks
+        else:
+            n_lines = len(corpus.train_starts)
+            batch_size = min(batch_size, n_lines)
+            self.per_epoch = -(-n_lines // batch_size)
+            lengths = np.diff(np.r_[corpus.train_starts, len(corpus.train)]) - 1
+            cut = int(np.count_nonzero(lengths > seq_len))
+            if cut:
+                self.notes.append(f"{cut} lines longer than --seq-len {seq_len} are cut")
+        self.batch_size, self.seq_len = batch_size, seq_len
+        self._order: tuple[int, np.ndarray] | None = None  # (epoch, line order) of the last lines batch
+
+    def order(self, epoch: int) -> np.ndarray:
+        """lines: the order of the training lines in `epoch`."""
+        if self._order is None or self._order[0] != epoch:
+            n = len(self.corpus.train_starts)
+            self._order = (epoch, np.random.default_rng([self.seed, 2, epoch]).permutation(n))
+        return self._order[1]
+
+    def get(self, epoch: int, pos: int) -> Batch:
+        c, B = self.corpus, self.batch_size
+        if c.mode == Mode.STREAM:
+            x, y = self.layout.batch(c.train, pos)
+            return Batch(x, y, None, fresh=pos == 0)
+        which = self.order(epoch)[pos * B : (pos + 1) * B]
+        return Batch(*lines_batch(c.train, c.train_starts, which, self.seq_len))

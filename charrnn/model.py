@@ -1,13 +1,20 @@
-"""Stacked recurrent layers, a softmax output layer, and the loss.
+"""The model: an explicit stack of recurrent layers, a softmax output layer, and the loss.
 
-Parameters are a dict of named arrays; for layer l (0-based), with G = gates * H:
-    W_x{l}  (n_x, G)   input weights; n_x = V for layer 0 (its rows are looked up by id,
-                       which is the one-hot product x_t W_x written as indexing), H above
+The stack is a list of `Layer` specs (cell, input width, hidden size, direction) made from a
+ModelConfig by `layer_specs`; parameter names and shapes, initialisation, counting, checkpoint
+loading and the forward/backward loops all derive from it. Layer l's parameters, G = gates * H:
+    W_x{l}  (n_in, G)  input weights; n_in = V for layer 0, whose rows are looked up by id (the
+                       one-hot product x_t W_x written as indexing), the width below for the rest
     W_h{l}  (H, G)     recurrent weights
     b{l}    (G,)       bias
+and on top, reading the last layer's outputs:
     W_y     (H, V)     output weights
     b_y     (V,)       output bias
 Inputs and targets are time-major id arrays (T, B); logits are (T, B, V).
+
+Per layer, a_t = x_t W_x + b for all steps at once, then the cell (charrnn.cells) runs over
+them; a layer with `reverse` reads its input right to left and its outputs are flipped back
+into reading order. Dropout (training only) multiplies each layer's outputs by a fixed mask.
 """
 
 from __future__ import annotations
@@ -15,64 +22,68 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from charrnn import cells
-from charrnn.errors import CharrnnError
+from charrnn.config import ModelConfig
+
+__all__ = ["ModelConfig", "Layer", "layer_specs", "param_shapes", "init_params", "forward", "backward",
+           "Forward", "LayerRun", "Stepper", "cross_entropy", "token_nll", "loss_and_grads", "zero_state"]
 
 Params = dict[str, np.ndarray]
 State = list[tuple[np.ndarray, ...]]  # per layer: (h,) or, for the LSTM, (h, c); each (B, H)
 
 
-@dataclass
-class ModelConfig:
-    vocab_size: int  # V: kept characters + <UNK> + <EOS>
-    cell: str = "lstm"  # lstm | gru | rnn
-    hidden_size: int = 256  # H, the same in every layer
-    layers: int = 2  # stacked recurrent layers
-    activation: str = "tanh"  # rnn only: tanh | relu
-    dropout: float = 0.0  # dropout on each layer's output while training; 0 disables
-    dtype: str = "float32"  # float32 for speed, float64 for gradient checks
+@dataclass(frozen=True)
+class Layer:
+    """One recurrent layer of the stack."""
 
-    def __post_init__(self) -> None:
-        problems = []
-        if self.cell not in cells.CELLS:
-            problems.append(f"--cell must be one of {', '.join(cells.CELLS)}, not {self.cell!r}")
-        if self.activation not in cells.ACTIVATIONS:
-            problems.append(f"--activation must be tanh or relu, not {self.activation!r}")
-        if self.hidden_size < 1:
-            problems.append(f"--hidden-size must be at least 1, not {self.hidden_size}")
-        if self.layers < 1:
-            problems.append(f"--layers must be at least 1, not {self.layers}")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"--dropout must be in [0, 1), not {self.dropout}")
-        if self.dtype not in ("float32", "float64"):
-            problems.append(f"--dtype must be float32 or float64, not {self.dtype!r}")
-        if self.vocab_size < 3:
-            problems.append(f"vocabulary size must be at least 3, not {self.vocab_size}")
-        if problems:
-            raise CharrnnError("; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    index: int  # l: its place in the stack (0 reads the characters) and the suffix of its parameter names
+    cell: str  # lstm | gru | rnn
+    n_in: int  # input width: V for layer 0 (rows looked up by id), else the width of what it reads
+    hidden: int  # H
+    activation: str = "tanh"  # rnn only
+    reverse: bool = False  # reads the sequence right to left
 
     @property
     def gates(self) -> int:
         return cells.GATES[self.cell]
 
+    @property
+    def lookup(self) -> bool:
+        """Whether the input is character ids (one-hot rows looked up) rather than vectors."""
+        return self.index == 0
 
-def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    H, V, G = cfg.hidden_size, cfg.vocab_size, cfg.gates * cfg.hidden_size
+    @property
+    def state_size(self) -> int:
+        """Arrays in its carried state: (h, c) for the LSTM, (h,) otherwise."""
+        return 2 if self.cell == "lstm" else 1
+
+    def names(self) -> tuple[str, str, str]:
+        """Its parameter names: W_x, W_h, b."""
+        return f"W_x{self.index}", f"W_h{self.index}", f"b{self.index}"
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        G = self.gates * self.hidden
+        W_x, W_h, b = self.names()
+        return {W_x: (self.n_in, G), W_h: (self.hidden, G), b: (G,)}
+
+
+def layer_specs(cfg: ModelConfig) -> list[Layer]:
+    """The stack a config describes: `layers` layers of the same cell, each reading the one below."""
+    return [Layer(l, cfg.cell, cfg.vocab_size if l == 0 else cfg.hidden_size, cfg.hidden_size, cfg.activation)
+            for l in range(cfg.layers)]
+
+
+def param_shapes(cfg: ModelConfig, stack: list[Layer] | None = None) -> dict[str, tuple[int, ...]]:
+    stack = stack if stack is not None else layer_specs(cfg)
     shapes: dict[str, tuple[int, ...]] = {}
-    for l in range(cfg.layers):
-        shapes[f"W_x{l}"] = (V if l == 0 else H, G)
-        shapes[f"W_h{l}"] = (H, G)
-        shapes[f"b{l}"] = (G,)
-    shapes["W_y"] = (H, V)
-    shapes["b_y"] = (V,)
+    for layer in stack:
+        shapes.update(layer.shapes())
+    shapes["W_y"] = (stack[-1].hidden, cfg.vocab_size)
+    shapes["b_y"] = (cfg.vocab_size,)
     return shapes
 
 
@@ -82,7 +93,7 @@ def textbook_param_count(cfg: ModelConfig) -> int:
     total = 0
     for l in range(cfg.layers):
         n_x = n_y if l == 0 else n_a
-        total += cfg.gates * ((n_a + n_x) * n_a + n_a)
+        total += cells.GATES[cfg.cell] * ((n_a + n_x) * n_a + n_a)
     return total + n_a * n_y + n_y
 
 
@@ -91,7 +102,7 @@ def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
     return q * np.sign(np.diag(r))  # (n, n), sign fix makes it uniform over rotations
 
 
-def init_params(cfg: ModelConfig, rng: np.random.Generator) -> Params:
+def init_params(cfg: ModelConfig, rng: np.random.Generator, stack: list[Layer] | None = None) -> Params:
     """Orthogonal recurrent blocks (identity for relu RNNs); layer 0's input rows N(0, 1),
     like an embedding, since a one-hot input selects one row; other weights N(0, 1/n_in);
     zero biases except the LSTM forget gate (1). Relu RNNs, whose identity recurrence adds
@@ -100,28 +111,30 @@ def init_params(cfg: ModelConfig, rng: np.random.Generator) -> Params:
     Measured against the earlier N(0, 1/H) rows and 0.1/sqrt(H) output weights on
     tiny-shakespeare (LSTM-256, Adam 2e-3, B 32, T 64): mean loss over steps 200-225 fell
     from 2.49 to 1.93 (PyTorch's default init: 2.34); the GRU and RNN gain as much."""
-    H, V, k = cfg.hidden_size, cfg.vocab_size, cfg.gates
+    stack = stack if stack is not None else layer_specs(cfg)
     identity = cfg.cell == "rnn" and cfg.activation == "relu"  # h adds the inputs up: keep all small
     p: Params = {}
-    for l in range(cfg.layers):
-        n_x = V if l == 0 else H
-        scale = 1.0 / np.sqrt(H if identity else 1) if l == 0 else 1.0 / np.sqrt(n_x)
-        p[f"W_x{l}"] = rng.standard_normal((n_x, k * H)) * scale
+    for layer in stack:
+        H, k, n_x = layer.hidden, layer.gates, layer.n_in
+        W_x, W_h, b = layer.names()
+        scale = 1.0 / np.sqrt(H if identity else 1) if layer.lookup else 1.0 / np.sqrt(n_x)
+        p[W_x] = rng.standard_normal((n_x, k * H)) * scale
         if identity:
-            p[f"W_h{l}"] = np.eye(H)
+            p[W_h] = np.eye(H)
         else:
-            p[f"W_h{l}"] = np.concatenate([_orthogonal(rng, H) for _ in range(k)], axis=1)
-        p[f"b{l}"] = np.zeros(k * H)
-        if cfg.cell == "lstm":
-            p[f"b{l}"][H : 2 * H] = 1.0  # forget gate starts open
-    p["W_y"] = rng.standard_normal((H, V)) / np.sqrt(H) * (0.1 if identity else 1.0)
-    p["b_y"] = np.zeros(V)
+            p[W_h] = np.concatenate([_orthogonal(rng, H) for _ in range(k)], axis=1)
+        p[b] = np.zeros(k * H)
+        if layer.cell == "lstm":
+            cells.split_gates(p[b], "lstm")[cells.gate_index("lstm", "f")][...] = 1.0  # forget gate starts open
+    H_top = stack[-1].hidden
+    p["W_y"] = rng.standard_normal((H_top, cfg.vocab_size)) / np.sqrt(H_top) * (0.1 if identity else 1.0)
+    p["b_y"] = np.zeros(cfg.vocab_size)
     return {name: a.astype(cfg.dtype) for name, a in p.items()}
 
 
-def zero_state(cfg: ModelConfig, batch: int) -> State:
-    n = 2 if cfg.cell == "lstm" else 1
-    return [tuple(np.zeros((batch, cfg.hidden_size), cfg.dtype) for _ in range(n)) for _ in range(cfg.layers)]
+def zero_state(cfg: ModelConfig, batch: int, stack: list[Layer] | None = None) -> State:
+    stack = stack if stack is not None else layer_specs(cfg)
+    return [tuple(np.zeros((batch, layer.hidden), cfg.dtype) for _ in range(layer.state_size)) for layer in stack]
 
 
 _malloc_tuned = False
@@ -151,46 +164,156 @@ def _keep_freed_memory() -> None:
     mallopt(M_TRIM_THRESHOLD, 256 << 20)
 
 
+@dataclass
+class LayerRun:
+    """One layer's forward pass over a batch: what it read, what its cell kept, its dropout mask.
+
+    `hs`, `cs` and `gate(name)` give (T, B, ·) arrays in reading order, also for a reversed layer."""
+
+    layer: Layer
+    inp: np.ndarray  # (T, B) ids for the lookup layer, else (T, B, n_in)
+    trace: cells.Trace  # the cell's named intermediate values, in the order the cell ran
+    mask: np.ndarray | None  # (T, B, H) dropout mask (already scaled), or None
+
+    def _reading_order(self, a: np.ndarray) -> np.ndarray:
+        return a[::-1] if self.layer.reverse else a
+
+    @property
+    def hs(self) -> np.ndarray:
+        """(T, B, H) the cell's outputs h_t, before dropout."""
+        return self._reading_order(self.trace.hs)
+
+    @property
+    def cs(self) -> np.ndarray | None:
+        """(T, B, H) LSTM cell states c_t, else None."""
+        cs = self.trace.cs
+        return None if cs is None else self._reading_order(cs)
+
+    def gate(self, name: str) -> np.ndarray:
+        """(T, B, H) activated values of gate `name` (see cells.GATE_ORDER)."""
+        return self._reading_order(self.trace.gate(name))
+
+
+@dataclass
+class Forward:
+    """What `forward` computed: logits, the final state of every layer, and each layer's run
+    (for `backward`, and for anyone who wants to look at hidden states and gates)."""
+
+    logits: np.ndarray  # (T, B, V)
+    state: State  # per layer, the state after the last step (what the next chunk starts from)
+    layers: list[LayerRun]
+    x: np.ndarray  # (T, B) the input ids
+    top: np.ndarray  # (T, B, H) what the output layer read: the last layer's outputs after dropout
+
+
+def input_projection(layer: Layer, params: Params, inp: np.ndarray) -> np.ndarray:
+    """A (T, B, G) with A[t] = x_t W_x + b, for inputs in the order the cell reads them."""
+    W_x, _, b_name = layer.names()
+    W, b = params[W_x], params[b_name]
+    if layer.lookup:
+        T, B = inp.shape
+        if T * B > len(W):
+            return (W + b)[inp]  # (T, B, G) row lookup == one-hot product; b added to V rows, not T*B
+        A = W[inp]  # fewer ids than rows (a short prime or batch): look up, then add b
+        A += b
+        return A
+    T, B = inp.shape[:2]
+    A = (inp.reshape(T * B, -1) @ W).reshape(T, B, -1)  # (T, B, G)
+    A += b
+    return A
+
+
+def layer_forward(
+    layer: Layer,
+    params: Params,
+    inp: np.ndarray,
+    state: tuple[np.ndarray, ...],
+    dropout: float = 0.0,
+    dropout_rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], LayerRun]:
+    """One layer over all T steps: its outputs (T, B, H) in reading order (after dropout when
+    `dropout_rng` is given), its final state, and its run for `layer_backward`."""
+    A = input_projection(layer, params, inp[::-1] if layer.reverse else inp)
+    c0 = state[1] if layer.cell == "lstm" else None
+    Hs, final, trace = cells.forward(layer.cell, A, params[layer.names()[1]], state[0], c0, layer.activation)
+    if layer.reverse:
+        Hs = Hs[::-1]
+    mask = None
+    if dropout_rng is not None and dropout > 0:
+        mask = (dropout_rng.random(Hs.shape) >= dropout).astype(Hs.dtype)  # (T, B, H)
+        mask *= 1 / (1 - dropout)
+        Hs = Hs * mask
+    return Hs, tuple(s.copy() for s in final), LayerRun(layer, inp, trace, mask)
+
+
+def layer_backward(
+    run: LayerRun, params: Params, dH: np.ndarray
+) -> tuple[Params, np.ndarray | None, tuple[np.ndarray, ...]]:
+    """Given dL/d(outputs) (T, B, H) in reading order (overwritten), the layer's parameter
+    gradients, dL/d(inputs) (T, B, n_in) in reading order (None for the lookup layer), and the
+    gradient of its initial state."""
+    layer = run.layer
+    W_x, W_h, b = layer.names()
+    if run.mask is not None:
+        dH *= run.mask
+    dA, dW_h, dstate = cells.backward(dH[::-1] if layer.reverse else dH, run.trace)
+    inp = run.inp[::-1] if layer.reverse else run.inp  # in the order the cell read it, as dA is
+    T, B = dA.shape[:2]
+    dA2 = dA.reshape(T * B, -1)  # (T*B, G)
+    grads: Params = {W_h: dW_h}
+    if layer.lookup:
+        grads[W_x] = scatter_rows(inp.reshape(-1), dA2, layer.n_in)
+        grads[b] = grads[W_x].sum(axis=0)  # every row of dA2 went to exactly one row
+        return grads, None, dstate
+    grads[W_x] = inp.reshape(T * B, -1).T @ dA2
+    grads[b] = dA2.sum(axis=0)
+    dX = (dA2 @ params[W_x].T).reshape(T, B, -1)  # (T, B, n_in)
+    return grads, (dX[::-1] if layer.reverse else dX), dstate
+
+
 def forward(
     params: Params,
     cfg: ModelConfig,
     x: np.ndarray,
     state: State | None = None,
     dropout_rng: np.random.Generator | None = None,
-) -> tuple[np.ndarray, State, Any]:
-    """Logits (T, B, V) for ids x (T, B), the final state, and a cache for `backward`.
+    stack: list[Layer] | None = None,
+) -> Forward:
+    """Logits (T, B, V) for ids x (T, B), the final state, and every layer's run.
 
     Dropout is applied only when `dropout_rng` is given (training)."""
     _keep_freed_memory()
+    stack = stack if stack is not None else layer_specs(cfg)
     T, B = x.shape
     if state is None:
-        state = zero_state(cfg, B)
+        state = zero_state(cfg, B, stack)
     inp: np.ndarray = x
     new_state: State = []
-    layer_caches = []
-    for l in range(cfg.layers):
-        W_x, W_h, b = params[f"W_x{l}"], params[f"W_h{l}"], params[f"b{l}"]
-        if l == 0 and T * B > len(W_x):
-            A = (W_x + b)[x]  # (T, B, G) row lookup == one-hot product; b added to V rows, not T*B
-        elif l == 0:  # fewer ids than rows (a short prime or batch): look up, then add b
-            A = W_x[x]  # (T, B, G)
-            A += b
-        else:
-            A = (inp.reshape(T * B, -1) @ W_x).reshape(T, B, -1)  # (T, B, G)
-            A += b
-        c0 = state[l][1] if cfg.cell == "lstm" else None
-        Hs, final, cache = cells.forward(cfg.cell, A, W_h, state[l][0], c0, cfg.activation)
-        new_state.append(tuple(s.copy() for s in final))
-        mask = None
-        if dropout_rng is not None and cfg.dropout > 0:
-            mask = (dropout_rng.random(Hs.shape) >= cfg.dropout).astype(Hs.dtype)  # (T, B, H)
-            mask *= 1 / (1 - cfg.dropout)
-            Hs = Hs * mask
-        layer_caches.append((inp, cache, mask))
-        inp = Hs
+    runs = []
+    for layer, s0 in zip(stack, state, strict=True):
+        inp, final, run = layer_forward(layer, params, inp, s0, cfg.dropout, dropout_rng)
+        new_state.append(final)
+        runs.append(run)
     logits = (inp.reshape(T * B, -1) @ params["W_y"]).reshape(T, B, -1)  # (T, B, V)
     logits += params["b_y"]
-    return logits, new_state, (x, inp, layer_caches)
+    return Forward(logits, new_state, runs, x, inp)
+
+
+def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, fwd: Forward) -> tuple[Params, State]:
+    """Gradients of every parameter, and of the initial state, given dL/dlogits (T, B, V)."""
+    T, B, V = dlogits.shape
+    dlog2 = dlogits.reshape(T * B, V)
+    grads: Params = {
+        "W_y": fwd.top.reshape(T * B, -1).T @ dlog2,  # (H, V)
+        "b_y": dlog2.sum(axis=0),  # (V,)
+    }
+    dH: np.ndarray | None = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, H)
+    dstate: State = [()] * len(fwd.layers)
+    for run in reversed(fwd.layers):
+        assert dH is not None  # only the lookup layer, which is at the bottom, returns none
+        layer_grads, dH, dstate[run.layer.index] = layer_backward(run, params, dH)
+        grads.update(layer_grads)
+    return grads, dstate
 
 
 class Stepper:
@@ -198,61 +321,40 @@ class Stepper:
     `forward` with T = 1, without its caches and per-call set-up. Ids in `banned` get
     logit -inf (never chosen)."""
 
-    def __init__(self, params: Params, cfg: ModelConfig, state: State, banned: list[int] = ()) -> None:
+    def __init__(self, params: Params, cfg: ModelConfig, state: State, banned: list[int] | tuple[int, ...] = ()
+                 ) -> None:
+        stack = layer_specs(cfg)
+        if any(layer.reverse for layer in stack):
+            raise ValueError("a right-to-left layer cannot be run one step at a time")
         self.cfg, self.state = cfg, state
-        self.layers = [(params[f"W_x{l}"], params[f"W_h{l}"], params[f"b{l}"]) for l in range(cfg.layers)]
+        # plain tuples: this runs once per generated character, where attribute look-ups show
+        self.layers: list[tuple[bool, str, str, np.ndarray, np.ndarray, np.ndarray]] = []
+        for layer in stack:
+            W_x, W_h, b = layer.names()
+            self.layers.append((layer.lookup, layer.cell, layer.activation, params[W_x], params[W_h], params[b]))
         self.W_y, self.b_y = params["W_y"], params["b_y"].copy()
         self.b_y[list(banned)] = -np.inf
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         """Logits (B, V) of the character after ids (B,); the state moves on by one step."""
         new_state: State = []
-        h = None
-        for l, (W_x, W_h, b) in enumerate(self.layers):
-            if l == 0:
-                a = W_x[ids]  # (B, G): the one-hot product as a row lookup (a copy)
-                a += b
+        h = ids
+        for (lookup, cell, activation, W_x, W_h, b), s in zip(self.layers, self.state):  # noqa: B905 (same length)
+            if lookup:
+                a = W_x[h]  # (B, G): the one-hot product as a row lookup (a copy)
             else:
-                a = h @ W_x
-                a += b
-            new_state.append(cells.step(self.cfg.cell, a, W_h, self.state[l], self.cfg.activation))
+                a = h @ W_x  # (B, G)
+            a += b
+            new_state.append(cells.step(cell, a, W_h, s, activation))
             h = new_state[-1][0]
         self.state = new_state
-        logits = h @ self.W_y
+        logits = h @ self.W_y  # (B, V)
         logits += self.b_y
         return logits
 
     def keep(self, rows: np.ndarray) -> None:
         """Drop the other streams (rows: a boolean mask or indices into the current batch)."""
         self.state = [tuple(s[rows] for s in layer) for layer in self.state]
-
-
-def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, cache: Any) -> tuple[Params, State]:
-    """Gradients of every parameter, and of the initial state, given dL/dlogits (T, B, V)."""
-    x, top, layer_caches = cache
-    T, B, V = dlogits.shape
-    dlog2 = dlogits.reshape(T * B, V)
-    grads: Params = {
-        "W_y": top.reshape(T * B, -1).T @ dlog2,  # (H, V)
-        "b_y": dlog2.sum(axis=0),  # (V,)
-    }
-    dH = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, H)
-    dstate: State = [()] * cfg.layers
-    for l in reversed(range(cfg.layers)):
-        inp, cache_l, mask = layer_caches[l]
-        if mask is not None:
-            dH *= mask
-        dA, dW_h, dstate[l] = cells.backward(cfg.cell, dH, cache_l)
-        dA2 = dA.reshape(T * B, -1)  # (T*B, G)
-        grads[f"W_h{l}"] = dW_h
-        if l == 0:
-            grads["W_x0"] = scatter_rows(x.reshape(-1), dA2, cfg.vocab_size)
-            grads["b0"] = grads["W_x0"].sum(axis=0)  # every row of dA2 went to exactly one row
-        else:
-            grads[f"W_x{l}"] = inp.reshape(T * B, -1).T @ dA2
-            grads[f"b{l}"] = dA2.sum(axis=0)
-            dH = (dA2 @ params[f"W_x{l}"].T).reshape(T, B, -1)
-    return grads, dstate
 
 
 def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
@@ -272,6 +374,24 @@ def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _softmax_nll(z: np.ndarray, yf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Turn logits z (N, V) into unnormalised probabilities in place; returns -log p(y) (N,)
+    and each row's normaliser (N,)."""
+    N = len(z)
+    z -= z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    total = z.sum(axis=1)  # (N,)
+    p_y = z[np.arange(N), yf] / total  # (N,)
+    return -np.log(np.maximum(p_y, np.finfo(z.dtype).tiny)), total
+
+
+def token_nll(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """-log p(y) in nats at every position (T, B): the per-character loss. `logits` is kept."""
+    T, B, V = logits.shape
+    nll, _ = _softmax_nll(logits.reshape(T * B, V).copy(), y.reshape(-1))
+    return nll.reshape(T, B)
+
+
 def cross_entropy(
     logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None, grad: bool = True
 ) -> tuple[float, np.ndarray | None, float]:
@@ -284,11 +404,7 @@ def cross_entropy(
     yf = y.reshape(-1)
     if not grad:
         z = z.copy()
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    total = z.sum(axis=1)  # (T*B,)
-    p_y = z[np.arange(T * B), yf] / total  # (T*B,)
-    nll = -np.log(np.maximum(p_y, np.finfo(z.dtype).tiny))
+    nll, total = _softmax_nll(z, yf)
     if mask is None:
         n = float(T * B)
         loss = float(nll.sum(dtype=np.float64)) / n
@@ -314,8 +430,8 @@ def loss_and_grads(
     dropout_rng: np.random.Generator | None = None,
 ) -> tuple[float, Params, State]:
     """One training pass: mean loss, gradients, and the final state to carry forward."""
-    logits, new_state, cache = forward(params, cfg, x, state, dropout_rng)
-    loss, dlogits, _ = cross_entropy(logits, y, mask)
+    fwd = forward(params, cfg, x, state, dropout_rng)
+    loss, dlogits, _ = cross_entropy(fwd.logits, y, mask)
     assert dlogits is not None
-    grads, _ = backward(params, cfg, dlogits, cache)
-    return loss, grads, new_state
+    grads, _ = backward(params, cfg, dlogits, fwd)
+    return loss, grads, fwd.state

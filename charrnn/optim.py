@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from charrnn.config import OPTIMIZERS
 from charrnn.errors import CharrnnError
 
 Params = dict[str, np.ndarray]
-OPTIMIZERS = ("adam", "adagrad", "sgd")
 SLOTS = {"adam": ("m", "v"), "adagrad": ("G",), "sgd": ("v",)}
 
 

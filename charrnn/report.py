@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,12 @@ def smooth_history(losses: np.ndarray, points: int = 400) -> list[list[float]]:
     if n == 0:
         return []
     edges = np.unique(np.linspace(0, n, min(points, n) + 1).astype(int))
-    return [[float(hi), float(np.mean(losses[lo:hi]))] for lo, hi in zip(edges[:-1], edges[1:])]
+    return [[float(hi), float(np.mean(losses[lo:hi]))] for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def summary(ck: Checkpoint, path: str = "") -> dict[str, Any]:
     meta, cfg = ck.meta, ck.cfg
-    train_cfg = meta.get("train", {})
-    progress = meta.get("progress", {})
+    progress = meta.progress
     params = ck.sampling_params
     arrays = {}
     for name, a in params.items():
@@ -40,34 +40,31 @@ def summary(ck: Checkpoint, path: str = "") -> dict[str, Any]:
             "shape": list(a.shape), "count": int(a.size), "mean": float(a64.mean()), "std": float(a64.std()),
             "min": float(a64.min()), "max": float(a64.max()), "l2": float(np.linalg.norm(a64)),
         }
-    total = sum(v["count"] for v in arrays.values())
-    steps = int(progress.get("step", len(ck.train_losses)))
-    eval_every = int(train_cfg.get("eval_every", 100) or 100)
-    recent = ck.train_losses[-eval_every:]
+    total = sum(a.size for a in params.values())
+    recent = ck.train_losses[-meta.train.eval_every :]
     final_train = float(np.mean(recent)) if len(recent) else None
     val = ck.val_losses
-    wall = float(meta.get("wall_time", 0.0))
-    chars_seen = int(meta.get("chars_seen", 0))
-    corpus = meta.get("corpus", {})
+    wall, chars_seen = meta.wall_time, meta.chars_seen
     return {
         "path": path,
-        "format_version": meta.get("format_version"),
-        "config": {"model": cfg.to_dict(), "train": train_cfg},
-        "data": {"mode": meta.get("mode"), "source": meta.get("source", ""), **corpus},
+        "format_version": ck.format_version,
+        "config": {"model": cfg.to_dict(), "train": asdict(meta.train)},
+        "data": {"mode": meta.mode.value, "objective": meta.objective.value, "source": meta.source,
+                 **asdict(meta.corpus)},
         "vocab": {"size": len(ck.vocab), "specials": list(SPECIALS), "chars": ck.vocab.chars},
         "parameters": {"total": total, "textbook_total": textbook_param_count(cfg),
                        "arrays": arrays, "best_weights": ck.best is not None},
         "training": {
-            "steps": steps,
-            "epochs": float(progress.get("epochs_done", progress.get("epoch", 0))),
+            "steps": progress.step,
+            "epochs": progress.epochs_done,
             "chars_seen": chars_seen,
             "wall_time_s": wall,
             "chars_per_s": chars_seen / wall if wall > 0 else None,
             "final_train": loss_figures(final_train),
             "final_val": loss_figures(float(val[-1, 1]) if len(val) else None),
-            "best_val_loss": meta.get("best_val_loss"),
-            "best_val": loss_figures(meta.get("best_val_loss")),
-            "stop_reason": meta.get("stop_reason", ""),
+            "best_val_loss": meta.best_val_loss,
+            "best_val": loss_figures(meta.best_val_loss),
+            "stop_reason": meta.stop_reason,
             "history": {"train": smooth_history(ck.train_losses), "val": val.tolist()},
         },
     }

@@ -9,20 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from charrnn import model
 from charrnn.checkpoint import Checkpoint, hash_each
-from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig, Params
+from charrnn.config import Mode, ModelConfig
+from charrnn.errors import CharrnnError, OptionError
+from charrnn.model import Params
 from charrnn.vocab import EOS, UNK, Vocab
 
 CHUNK = 4096  # generated steps per output block
 LIVE_CHUNK = 64  # steps per block when the text is shown as it is generated
 
 
-def check_options(temperature: float, top_k: int, top_p: float, n: int = 1, length: int = 1) -> None:
+def check_options(
+    temperature: float, top_k: int, top_p: float, n: int = 1, length: int = 1, seed: int | None = None
+) -> None:
+    """Refuse sampling options that cannot work, all at once, naming each option."""
     p = []
     if not temperature >= 0 or not np.isfinite(temperature):
         p.append(f"--temperature must be 0 or more, not {temperature}")
@@ -34,8 +39,10 @@ def check_options(temperature: float, top_k: int, top_p: float, n: int = 1, leng
         p.append(f"--num must be at least 1, not {n}")
     if length < 1:
         p.append(f"--length must be at least 1, not {length}")
+    if seed is not None and seed < 0:
+        p.append(f"--seed must be 0 or more, not {seed}")
     if p:
-        raise CharrnnError("; ".join(p))
+        raise OptionError("; ".join(p))
 
 
 def pick(
@@ -80,7 +87,7 @@ def generate(
     params: Params,
     cfg: ModelConfig,
     vocab: Vocab,
-    mode: str,
+    mode: Mode,
     n: int = 1,
     length: int = 200,
     temperature: float = 1.0,
@@ -98,11 +105,11 @@ def generate(
     live: called with each new piece of the first sample as it is generated (stream mode),
     so a long text can be shown while it grows."""
     check_options(temperature, top_k, top_p, n, length)
-    if live is not None and mode != "stream":
+    if live is not None and mode != Mode.STREAM:
         raise ValueError("live output is for stream mode")
     rng = rng if rng is not None else np.random.default_rng()
     prime_ids, prime_unk = vocab.encode(prime)
-    if mode == "lines":
+    if mode == Mode.LINES:
         context = np.r_[EOS, prime_ids]
     else:  # running text starts at the start of a line: a model trained on carried state is
         nl = vocab.id_of("\n")  # lost from a bare zero state ("ROMEO:" -> "\n" 0.2 % vs 99.8 %)
@@ -114,9 +121,9 @@ def generate(
     state = model.zero_state(cfg, n)
     if len(context) > 1:  # run the prime through the model once, for all rows together
         x = np.repeat(context[:-1, None], n, axis=1)  # (T, n)
-        _, state, _ = model.forward(params, cfg, x, state)
+        state = model.forward(params, cfg, x, state).state
     banned = [] if allow_unk else [UNK]
-    if mode == "stream":
+    if mode == Mode.STREAM:
         banned.append(EOS)  # stream text never ends
     step = model.Stepper(params, cfg, state, banned)
     last = np.full(n, context[-1], dtype=np.int32)
@@ -128,7 +135,7 @@ def generate(
         for k in range(len(block)):
             last = pick(step(last), rng, temperature, top_k, top_p)
             block[k, active] = last
-            if mode == "lines" and (last == EOS).any():
+            if mode == Mode.LINES and (last == EOS).any():
                 going = last != EOS
                 active, last = active[going], last[going]
                 step.keep(going)
@@ -142,7 +149,7 @@ def generate(
     texts = []
     for b in range(n):
         ids = out[:, b]
-        if mode == "lines":
+        if mode == Mode.LINES:
             ends = np.flatnonzero(ids == EOS)
             ids = ids[: ends[0]] if len(ends) else ids
         texts.append(prime + vocab.decode(ids))
@@ -158,7 +165,7 @@ def _in_sorted(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     return table[i] == values
 
 
-def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rounds: int = 20, **kw) -> Samples:
+def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rounds: int = 20, **kw: Any) -> Samples:
     """`generate` with a checkpoint's best weights, checking samples against the lines of the
     training text (validation lines included).
 
@@ -166,8 +173,8 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rou
     more rounds (up to `max_rounds`; one when sampling is deterministic) as needed.
     None (the default): the same for line models, topped up with the other samples if too
     few new ones turn up; no check for stream models. False: no check."""
-    mode = ck.meta.get("mode", "stream")
-    checkable = mode == "lines" and len(ck.line_hashes) > 0
+    mode = ck.meta.mode
+    checkable = mode == Mode.LINES and len(ck.line_hashes) > 0
     if novel and not checkable:
         raise CharrnnError("--novel needs a checkpoint trained in lines mode (it compares whole lines)")
     if novel is False or not checkable:
@@ -187,7 +194,7 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rou
         prime_unk = s.prime_unk
         is_new = ~_in_sorted(hash_each(s.texts), table)
         novel_count += int(is_new.sum())
-        for text, new in zip(s.texts, is_new):
+        for text, new in zip(s.texts, is_new, strict=True):
             good = new and text and text not in distinct  # an empty line is no name; nor is a second copy
             (kept if good else seen).append(text)
             distinct.add(text)

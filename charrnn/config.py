@@ -1,0 +1,151 @@
+"""What a model is and how it is trained: one dataclass per concern, validated once, when made.
+
+The CLI's options map one to one onto these fields (`--hidden-size` is `hidden_size`, `--time`
+is `time_minutes`); a value that cannot work is refused with an OptionError naming the option.
+Checkpoints store both, so a resumed run continues with the same settings. This module imports
+nothing heavy: sampling reads these configs without loading the training code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from enum import Enum
+from typing import Any
+
+from charrnn.errors import OptionError
+
+CELLS = ("rnn", "gru", "lstm")  # the recurrent cells of charrnn.cells
+ACTIVATIONS = ("tanh", "relu")  # of the vanilla RNN
+OPTIMIZERS = ("adam", "adagrad", "sgd")  # of charrnn.optim
+CLIP_MODES = ("norm", "value")
+DTYPES = ("float32", "float64")
+
+
+class Mode(str, Enum):
+    """How a text is cut into examples (see charrnn.data)."""
+
+    LINES = "lines"  # every line is one example (names, words)
+    STREAM = "stream"  # running text, state carried from chunk to chunk
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Objective(str, Enum):
+    """What the model is trained to predict."""
+
+    NEXT = "next"  # the next character, from the characters before it
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int  # V: kept characters + <UNK> + <EOS>
+    cell: str = "lstm"  # lstm | gru | rnn
+    hidden_size: int = 256  # H, the same in every layer
+    layers: int = 2  # stacked recurrent layers
+    activation: str = "tanh"  # rnn only: tanh | relu
+    dropout: float = 0.0  # dropout on each layer's output while training; 0 disables
+    dtype: str = "float32"  # float32 for speed, float64 for gradient checks
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.cell not in CELLS:
+            problems.append(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.activation not in ACTIVATIONS:
+            problems.append(f"--activation must be tanh or relu, not {self.activation!r}")
+        if self.hidden_size < 1:
+            problems.append(f"--hidden-size must be at least 1, not {self.hidden_size}")
+        if self.layers < 1:
+            problems.append(f"--layers must be at least 1, not {self.layers}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0, 1), not {self.dropout}")
+        if self.dtype not in DTYPES:
+            problems.append(f"--dtype must be float32 or float64, not {self.dtype!r}")
+        if self.vocab_size < 3:
+            problems.append(f"vocabulary size must be at least 3, not {self.vocab_size}")
+        if problems:
+            raise OptionError("; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "auto"  # auto | lines | stream (see charrnn.data for the auto rule)
+    seq_len: int = 64  # stream: BPTT steps per chunk; lines: longest line modelled
+    batch_size: int = 32  # parallel streams or lines per step
+    val_fraction: float = 0.1  # held out for validation; 0 disables
+    min_count: int = 1  # characters seen fewer times become <UNK>
+    max_vocab: int = 0  # keep at most this many characters (most frequent); 0: all
+    optimizer: str = "adam"  # adam | adagrad | sgd (with momentum 0.9)
+    lr: float = 2e-3  # learning rate
+    lr_decay: float = 1.0  # multiply the learning rate by this after every epoch; 1 disables
+    lr_plateau: float = 0.5  # multiply it by this after an evaluation that did not improve; 1 disables
+    clip: float = 5.0  # gradient clipping threshold; 0 disables
+    clip_mode: str = "norm"  # norm: rescale the global norm; value: clip each element
+    steps: int = 0  # stop after this many steps in all (0: no limit)
+    epochs: float = 0.0  # stop after this many passes over the training data (0: no limit)
+    time_minutes: float = 0.0  # stop this run after this much wall time (0: no limit)
+    eval_every: int = 200  # steps between validation evaluations and checkpoint saves
+    patience: int = 0  # stop when validation has not improved for this many evaluations (0: never)
+    seed: int = 0  # initialisation, data order, split and dropout
+    val_max_chars: int = 1_000_000  # evaluate on at most this many validation characters
+
+    def __post_init__(self) -> None:
+        p = []
+        if self.mode not in ("auto", *(m.value for m in Mode)):
+            p.append(f"--mode must be one of auto, lines, stream, not {self.mode!r}")
+        for name in ("seq_len", "batch_size", "min_count", "eval_every"):
+            if getattr(self, name) < 1:
+                p.append(f"{option(name)} must be at least 1, not {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            p.append(f"--val-fraction must be in [0, 1), not {self.val_fraction}")
+        if self.optimizer not in OPTIMIZERS:
+            p.append(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            p.append(f"--lr must be positive, not {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            p.append(f"--lr-decay must be in (0, 1], not {self.lr_decay}")
+        if not 0 < self.lr_plateau <= 1:
+            p.append(f"--lr-plateau must be in (0, 1], not {self.lr_plateau}")
+        if not (self.clip >= 0 and math.isfinite(self.clip)):
+            p.append(f"--clip must be 0 or more, not {self.clip}")
+        if self.clip_mode not in CLIP_MODES:
+            p.append(f"--clip-mode must be norm or value, not {self.clip_mode!r}")
+        for name in ("max_vocab", "steps", "epochs", "time_minutes", "patience", "seed", "val_max_chars"):
+            if not getattr(self, name) >= 0:
+                p.append(f"{option(name)} must be 0 or more, not {getattr(self, name)}")
+        if p:
+            raise OptionError("; ".join(p))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def option(field_name: str) -> str:
+    """The command-line option of a config field: time_minutes -> --time, seq_len -> --seq-len."""
+    return "--" + {"time_minutes": "time"}.get(field_name, field_name).replace("_", "-")
+
+
+def auto_settings(mode: Mode, train_chars: int) -> dict[str, Any]:
+    """Defaults chosen from the data, for every option the user leaves out.
+
+    Measured on names.txt and tiny-shakespeare (see benchmarks/quality.py): small line
+    lists want a small, fast model; running text wants more capacity as it grows."""
+    if mode == Mode.LINES:
+        return dict(cell="lstm", hidden_size=256, layers=1, dropout=0.3, seq_len=64, batch_size=64,
+                    lr=3e-3, eval_every=200, patience=5, epochs=30.0)
+    if train_chars < 200_000:
+        size = dict(hidden_size=128, layers=1, dropout=0.0)
+    elif train_chars < 3_000_000:
+        size = dict(hidden_size=256, layers=2, dropout=0.1)
+    else:
+        size = dict(hidden_size=512, layers=2, dropout=0.1)
+    return dict(cell="lstm", seq_len=64, batch_size=32, lr=2e-3, eval_every=200, patience=5, epochs=30.0, **size)

@@ -1,0 +1,101 @@
+"""Scoring a text: the model's log-probability of every character, in reading order.
+
+`log_probs` is the one scorer: `charrnn eval`, the validation loss during training, and any
+view of per-character surprise use it. Work is batched for speed, and the results are put back
+where each character stands in the text:
+- lines: every id is predicted (a line's first character from <EOS>, its <EOS> from the whole
+  line); lines are batched by length. Characters past `max_len` in a line (training's cut) are
+  not scored: NaN.
+- stream: ids[0] is context only (NaN); the rest is cut into B consecutive pieces scored side
+  by side, each carrying its state chunk to chunk from a zero state at its start; the last piece
+  also takes the few characters left over, so every character after the first is scored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from charrnn import model
+from charrnn.config import Mode, ModelConfig
+from charrnn.data import lines_batch
+
+LINE_BATCH_CELLS = 65536  # T * B of one lines batch at most: bounds the logits' memory
+
+
+def log_probs(
+    params: model.Params,
+    cfg: ModelConfig,
+    mode: Mode,
+    ids: np.ndarray,
+    starts: np.ndarray | None = None,
+    max_len: int = 64,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """log p(ids[i] | what came before it) in nats for every i: (len(ids),) float64, NaN where
+    nothing is predicted. `starts` (lines): start offsets of the <EOS>-terminated lines; `max_len`:
+    lines are scored up to this many characters and their <EOS> (stream: characters per chunk)."""
+    out = np.full(len(ids), np.nan)
+    if mode == Mode.LINES:
+        assert starts is not None
+        _score_lines(params, cfg, ids, starts, max_len, out)
+    elif len(ids) >= 2:
+        _score_stream(params, cfg, ids, max_len, batch_size, out)
+    return out
+
+
+def _score_lines(params, cfg, ids, starts, max_len, out) -> None:
+    n = len(starts)
+    lengths = np.minimum(np.diff(np.r_[starts, len(ids)]), max_len + 1)  # lines cut as in training
+    order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding
+    k = 0
+    while k < n:
+        B = max(1, min(256, LINE_BATCH_CELLS // int(lengths[order[min(k + 255, n - 1)]])))  # bound T * B
+        which = order[k : k + B]
+        x, y, mask = lines_batch(ids, starts, which, max_len)
+        nll = model.token_nll(model.forward(params, cfg, x).logits, y)  # (T, B)
+        pos = starts[which][None, :] + np.arange(len(x))[:, None]  # (T, B) where each target stands
+        scored = mask > 0
+        out[pos[scored]] = -nll[scored]
+        k += B
+
+
+def _score_stream(params, cfg, ids, seq_len, batch_size, out) -> None:
+    n = len(ids) - 1  # characters predicted
+    B = max(1, min(batch_size, n // max(seq_len, 1)))
+    L = n // B  # inputs per piece; the last piece takes the n - B * L left over too
+    state = None
+    for k in range(0, L, seq_len):
+        T = min(seq_len, L - k)
+        pos = np.arange(B)[None, :] * L + k + np.arange(T)[:, None]  # (T, B) input positions
+        fwd = model.forward(params, cfg, ids[pos].astype(np.int32), state)
+        state = fwd.state
+        out[pos + 1] = -model.token_nll(fwd.logits, ids[pos + 1].astype(np.int32))
+    rest = np.arange(B * L, n)  # after the last piece, which goes on over them
+    if len(rest):
+        last = [tuple(s[-1:] for s in layer) for layer in state] if state is not None else None
+        fwd = model.forward(params, cfg, ids[rest, None].astype(np.int32), last)
+        out[rest + 1] = -model.token_nll(fwd.logits, ids[rest + 1, None].astype(np.int32))[:, 0]
+
+
+def evaluate(
+    params: model.Params,
+    cfg: ModelConfig,
+    mode: Mode,
+    ids: np.ndarray,
+    starts: np.ndarray,
+    seq_len: int = 64,
+    max_chars: int = 0,
+    batch_size: int = 64,
+) -> float:
+    """Mean loss in nats/char over `ids` (what `log_probs` scores), on at most `max_chars`
+    characters: whole lines up to that many in lines mode, the first ones in stream mode."""
+    if max_chars and len(ids) > max_chars:
+        if mode == Mode.LINES:
+            n = max(1, int(np.searchsorted(starts, max_chars)))  # the lines that start before the limit
+            if n < len(starts):
+                ids, starts = ids[: starts[n]], starts[:n]
+        else:
+            ids = ids[:max_chars]
+    lp = log_probs(params, cfg, mode, ids, starts, seq_len, batch_size)
+    scored = lp[~np.isnan(lp)]
+    return float(-scored.sum()) / len(scored)

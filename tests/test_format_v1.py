@@ -1,0 +1,77 @@
+"""Checkpoints written before the layer-stack redesign (format 1, tests/fixtures/) load, and give
+the same logits, samples, scores and figures as the code that wrote them (recorded in
+tests/fixtures/expected.json by tests/fixtures/make_v1.py at commit 03d49e6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirun import run
+
+from charrnn import checkpoint, model
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
+
+
+@pytest.fixture(params=sorted(EXPECTED))
+def case(request):
+    return request.param, FIXTURES / f"{request.param}.npz", EXPECTED[request.param]
+
+
+def test_logits_of_the_best_weights_are_unchanged(case):
+    _, path, want = case
+    ck = checkpoint.load(path)
+    x = np.array(want["x"], dtype=np.int32)[:, None]  # (8, 1)
+    logits = model.forward(ck.sampling_params, ck.cfg, x).logits[:, 0]
+    np.testing.assert_array_equal(logits.astype(np.float64), np.array(want["logits"]))
+
+
+def test_samples_are_unchanged(case, capsys):
+    _, path, want = case
+    code, out, err = run(capsys, "sample", path, "-n", "4", "--length", "30", "--seed", "3", "--allow-seen")
+    assert code == 0, err
+    assert out == want["sample"]
+    code, out, err = run(capsys, "sample", path, "-n", "2", "--length", "20", "--seed", "5", "--prime", "an",
+                         "--temperature", "0.7")
+    assert code == 0, err
+    assert out == want["sample_primed"]
+
+
+def test_eval_is_unchanged(case, capsys):
+    name, path, want = case
+    code, out, err = run(capsys, "eval", path, FIXTURES / f"{name}.eval.txt", "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["chars"] == want["eval"]["chars"] and got["unk_chars"] == want["eval"]["unk_chars"]
+    assert got["mode"] == want["eval"]["mode"]
+    assert got["loss"] == pytest.approx(want["eval"]["loss"], rel=1e-12)  # summed in another order
+
+
+def test_inspect_figures_are_unchanged(case, capsys):
+    _, path, want = case
+    code, out, err = run(capsys, "inspect", path, "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["format_version"] == 1
+    assert s["parameters"]["total"] == want["parameters_total"] == s["parameters"]["textbook_total"]
+    assert s["training"]["steps"] == want["steps"]
+    assert s["training"]["best_val_loss"] == want["best_val_loss"]
+
+
+def test_resaved_checkpoint_is_the_same(case, tmp_path):
+    """Loading and saving again keeps every array and every metadata value the old file had."""
+    _, path, _ = case
+    again = tmp_path / "again.npz"
+    checkpoint.save(again, checkpoint.load(path))
+    with np.load(path) as a, np.load(again) as b:
+        assert set(a.files) == set(b.files)
+        for k in a.files:
+            if k != "meta":
+                np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+        old, new = json.loads(a["meta"].tobytes()), json.loads(b["meta"].tobytes())
+    assert new.pop("objective") == "next"  # the one field added since
+    assert new == old
