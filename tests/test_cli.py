@@ -7,44 +7,17 @@ import sys
 
 import numpy as np
 import pytest
-from clirun import run
+from helpers import NAMES_X4, TINY_H16_12STEPS, run
 
 from charrnn import checkpoint, sample
-
-NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan", "kai", "lena"] * 4) + "\n"
-PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
-         "it was the age of foolishness.\n\nIt was the epoch of belief, it was the epoch of incredulity.\n") * 6
-TINY = ["--hidden-size", "16", "--layers", "1", "--steps", "12", "--eval-every", "6", "--quiet"]
-
-
-@pytest.fixture
-def names_file(tmp_path):
-    p = tmp_path / "names.txt"
-    p.write_text(NAMES)
-    return p
-
-
-@pytest.fixture
-def prose_file(tmp_path):
-    p = tmp_path / "prose.txt"
-    p.write_text(PROSE)
-    return p
-
-
-@pytest.fixture
-def names_ckpt(tmp_path, names_file, capsys):
-    out = tmp_path / "names.npz"
-    code, _, err = run(capsys, "train", names_file, "--out", out, *TINY)
-    assert code == 0, err
-    return out
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("mode", ["lines", "stream"])
-def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_file, prose_file, cell, mode):
-    text = names_file if mode == "lines" else prose_file
+def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_x4_file, prose_file, cell, mode):
+    text = names_x4_file if mode == "lines" else prose_file
     out = tmp_path / f"{cell}-{mode}.npz"
-    code, stdout, err = run(capsys, "train", text, "--out", out, "--cell", cell, "--mode", mode, *TINY)
+    code, stdout, err = run(capsys, "train", text, "--out", out, "--cell", cell, "--mode", mode, *TINY_H16_12STEPS)
     assert code == 0, err
     ck = checkpoint.load(out)
     assert ck.cfg.cell == cell and ck.meta["mode"] == mode and ck.meta["progress"]["step"] == 12
@@ -59,7 +32,7 @@ def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_file, pros
 
 def test_one_stream_is_printed_as_it_grows(tmp_path, capsys, prose_file, monkeypatch):
     out = tmp_path / "prose.npz"
-    assert run(capsys, "train", prose_file, "--out", out, "--mode", "stream", *TINY)[0] == 0
+    assert run(capsys, "train", prose_file, "--out", out, "--mode", "stream", *TINY_H16_12STEPS)[0] == 0
     writes = []
     real_write = sys.stdout.write
     monkeypatch.setattr(sys.stdout, "write", lambda s: writes.append(s) or real_write(s))
@@ -71,8 +44,8 @@ def test_one_stream_is_printed_as_it_grows(tmp_path, capsys, prose_file, monkeyp
     assert stdout == whole + "\n"  # the same text as when it is written at once
 
 
-def test_train_prints_config_and_progress(tmp_path, capsys, names_file):
-    code, stdout, err = run(capsys, "train", names_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
+def test_train_prints_config_and_progress(tmp_path, capsys, names_x4_file):
+    code, stdout, err = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
                             "--steps", "4", "--eval-every", "2")
     assert code == 0
     assert "lines mode" in stdout and "21 (19 chars + <UNK> + <EOS>)" in stdout
@@ -80,9 +53,9 @@ def test_train_prints_config_and_progress(tmp_path, capsys, names_file):
     assert "step      2" in err and "val" in err
 
 
-def test_default_output_path_is_stem_in_cwd(tmp_path, capsys, names_file, monkeypatch):
+def test_default_output_path_is_stem_in_cwd(tmp_path, capsys, names_x4_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "train", names_file, *TINY)
+    code, _, err = run(capsys, "train", names_x4_file, *TINY_H16_12STEPS)
     assert code == 0, err
     assert (tmp_path / "names.npz").exists()
 
@@ -108,7 +81,7 @@ def test_sample_prime_with_unknown_characters_warns(capsys, names_ckpt):
 
 
 def test_sample_line_models_prefer_new_lines_by_default(capsys, names_ckpt):
-    training = set(NAMES.split())
+    training = set(NAMES_X4.split())
     code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0)
     assert code == 0 and len(out.splitlines()) == 30
     assert "novelty:" in err
@@ -122,7 +95,7 @@ def test_sample_line_models_prefer_new_lines_by_default(capsys, names_ckpt):
 def test_sample_novel_reports_rate(capsys, names_ckpt):
     code, out, err = run(capsys, "sample", names_ckpt, "-n", 5, "--novel", "--seed", 0)
     assert code == 0
-    training = set(NAMES.split())
+    training = set(NAMES_X4.split())
     assert not set(out.splitlines()) & training
     assert "novelty:" in err and "are not in the training text" in err
 
@@ -156,12 +129,12 @@ def test_eval_json(tmp_path, capsys, names_ckpt):
     assert code == 0 and "nats/char" in out and "perplexity" in out
 
 
-def test_resume_continues_where_it_stopped(tmp_path, capsys, names_file):
+def test_resume_continues_where_it_stopped(tmp_path, capsys, names_x4_file):
     full, half = tmp_path / "full.npz", tmp_path / "half.npz"
     common = ["--hidden-size", "16", "--layers", "2", "--dropout", "0.1", "--eval-every", "5", "--quiet"]
-    assert run(capsys, "train", names_file, "--out", full, "--steps", 20, *common)[0] == 0
-    assert run(capsys, "train", names_file, "--out", half, "--steps", 10, *common)[0] == 0
-    code, _, err = run(capsys, "train", names_file, "--resume", half, "--steps", 20, "--quiet")
+    assert run(capsys, "train", names_x4_file, "--out", full, "--steps", 20, *common)[0] == 0
+    assert run(capsys, "train", names_x4_file, "--out", half, "--steps", 10, *common)[0] == 0
+    code, _, err = run(capsys, "train", names_x4_file, "--resume", half, "--steps", 20, "--quiet")
     assert code == 0, err
     a, b = checkpoint.load(full), checkpoint.load(half)
     assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
@@ -169,10 +142,11 @@ def test_resume_continues_where_it_stopped(tmp_path, capsys, names_file):
     assert np.array_equal(a.val_losses, b.val_losses)
 
 
-def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_file):
+def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_x4_file):
     ckpt = tmp_path / "m.npz"
-    assert run(capsys, "train", names_file, "--out", ckpt, "--time", "0.01", *TINY[:4], "--quiet")[0] == 0
-    code, _, err = run(capsys, "train", names_file, "--resume", ckpt, "--time", "0.02", "--patience", "9", "--quiet")
+    assert run(capsys, "train", names_x4_file, "--out", ckpt, "--time", "0.01", *TINY_H16_12STEPS[:4],
+               "--quiet")[0] == 0
+    code, _, err = run(capsys, "train", names_x4_file, "--resume", ckpt, "--time", "0.02", "--patience", "9", "--quiet")
     assert code == 0, err
     assert checkpoint.load(ckpt).meta["train"]["patience"] == 9
 
@@ -189,12 +163,12 @@ def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_file):
     (["eval", "{ckpt}", "{names}", "--encoding", "no-such-codec"], "Error: unknown encoding 'no-such-codec'"),
     (["inspect", "{names}"], "Error: {names}: not a usable charrnn checkpoint"),
 ])
-def test_user_errors_are_one_line(capsys, names_file, names_ckpt, args, message):
-    args = [a.format(names=names_file, ckpt=names_ckpt) for a in args]
+def test_user_errors_are_one_line(capsys, names_x4_file, names_ckpt, args, message):
+    args = [a.format(names=names_x4_file, ckpt=names_ckpt) for a in args]
     code, out, err = run(capsys, *args)
     assert code in (1, 2)
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message.format(names=names_file)), err
+    assert len(lines) == 1 and lines[0].startswith(message.format(names=names_x4_file)), err
     assert "Traceback" not in err
 
 

@@ -5,6 +5,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+from helpers import TEN_NAMES_X3, small_trainer
 
 from charrnn import checkpoint, data, model, optim, sample
 from charrnn.errors import CharrnnError
@@ -254,15 +255,6 @@ def test_optimizers_minimise_a_quadratic(name):
 # ---------------------------------------------------------------- determinism and checkpoints
 
 
-def small_trainer(text, mode, cell="lstm", seed=0, steps=20):
-    c = data.make_corpus(text, mode, val_fraction=0.2, seed=seed)
-    cfg = ModelConfig(len(c.vocab), cell, 16, 2, dropout=0.1)
-    return Trainer(c, cfg, TrainConfig(seq_len=8, batch_size=4, steps=steps, eval_every=10, seed=seed))
-
-
-NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan"] * 3)
-
-
 def test_novelty_hashes_cover_validation_lines_too():
     """A sample equal to a held-out line is still a line of the user's file, not a new one."""
     names = [f"name{k}" for k in range(40)]
@@ -282,7 +274,7 @@ def test_membership_in_sorted_hashes_matches_isin():
 def test_same_seed_same_model_losses_and_samples():
     runs = []
     for _ in range(2):
-        tr = small_trainer(NAMES, "lines")
+        tr = small_trainer(TEN_NAMES_X3, "lines")
         tr.fit()
         s = sample.generate(tr.params, tr.model_cfg, tr.corpus.vocab, "lines", n=5,
                             rng=np.random.default_rng(7))
@@ -290,13 +282,13 @@ def test_same_seed_same_model_losses_and_samples():
     (p1, l1, v1, s1), (p2, l2, v2, s2) = runs
     assert all(np.array_equal(p1[k], p2[k]) for k in p1)
     assert l1 == l2 and v1 == v2 and s1 == s2
-    other = small_trainer(NAMES, "lines", seed=1)
+    other = small_trainer(TEN_NAMES_X3, "lines", seed=1)
     other.fit()
     assert not np.array_equal(other.params["W_h0"], p1["W_h0"])
 
 
 def test_sampling_puts_new_lines_first_and_tops_up_with_the_rest():
-    tr = small_trainer(NAMES, "lines", steps=30)
+    tr = small_trainer(TEN_NAMES_X3, "lines", steps=30)
     tr.fit()
     ck = tr.checkpoint()
     ck.line_hashes = np.zeros(0, np.uint64)
@@ -323,7 +315,7 @@ def test_sampling_puts_new_lines_first_and_tops_up_with_the_rest():
 
 @pytest.mark.parametrize("mode", ["lines", "stream"])
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path, mode):
-    tr = small_trainer(NAMES, mode)
+    tr = small_trainer(TEN_NAMES_X3, mode)
     tr.fit()
     path = tmp_path / "m.npz"
     checkpoint.save(path, tr.checkpoint())
@@ -341,7 +333,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, mode):
 
 
 def test_float64_is_selectable():
-    c = data.make_corpus(NAMES, "lines")
+    c = data.make_corpus(TEN_NAMES_X3, "lines")
     tr = Trainer(c, ModelConfig(len(c.vocab), "gru", 8, 1, dtype="float64"), TrainConfig(steps=3, eval_every=3))
     tr.fit()
     assert all(p.dtype == np.float64 for p in tr.params.values())

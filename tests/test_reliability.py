@@ -7,10 +7,7 @@ process through `charrnn.cli.main` unless a real process is needed (signals, mem
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import re
 import signal
 import subprocess
@@ -20,66 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clirun import run
+from helpers import ENV, NAMES_X3, TINY_H8_4STEPS, arrays_of, error_line, flat, run
 
 import charrnn
 from charrnn import checkpoint, data
-from charrnn.cli import main
 from charrnn.errors import CharrnnError
 from charrnn.train import Trainer
-
-NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan", "kai", "lena"] * 3)
-NAMES += "\n"
-PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom.\n\n"
-         "It was the epoch of belief, it was the epoch of incredulity.\n") * 4
-TINY = ["--hidden-size", "8", "--layers", "1", "--steps", "4", "--eval-every", "2", "--quiet"]
-ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def run_quietly(*args) -> int:
-    """`charrnn args` in process with its output thrown away (for fixtures wider than one test)."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as e:
-            return e.code if isinstance(e.code, int) else 1
-    return 0
-
-
-def error_line(code: int, err: str) -> str:
-    """The one `Error:` line of a failed command; fails the test on a traceback or a 0 exit."""
-    assert "Traceback" not in err, err
-    assert code in (1, 2), (code, err)
-    errors = [line for line in err.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, err
-    return errors[0]
-
-
-def flat(s: str) -> str:
-    return " ".join(s.split())
-
-
-@pytest.fixture
-def names_file(tmp_path):
-    p = tmp_path / "names.txt"
-    p.write_text(NAMES)
-    return p
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    """A lines checkpoint and a stream checkpoint, with their texts, trained once per module."""
-    d = tmp_path_factory.mktemp("good")
-    (d / "names.txt").write_text(NAMES)
-    (d / "prose.txt").write_text(PROSE)
-    assert run_quietly("train", d / "names.txt", "--out", d / "names.npz", *TINY) == 0
-    assert run_quietly("train", d / "prose.txt", "--out", d / "prose.npz", "--mode", "stream", "--seq-len", "16",
-                       *TINY) == 0
-    return d
-
 
 # ---------------------------------------------------------------- 1. bad text input
 
@@ -111,7 +54,7 @@ def write_bad(tmp_path: Path, kind: str) -> tuple[Path, str]:
 @pytest.mark.parametrize("kind", BAD_TEXTS)
 def test_train_refuses_bad_text_in_one_line(tmp_path, capsys, kind):
     path, message = write_bad(tmp_path, kind)
-    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", *TINY_H8_4STEPS)
     assert error_line(code, err) == f"Error: {path}: {message}"
     assert not (tmp_path / "m.npz").exists()
 
@@ -126,10 +69,10 @@ def test_eval_refuses_bad_text_in_one_line(tmp_path, capsys, good, kind):
 def test_invalid_utf8_trains_with_the_encoding_it_hints_at(tmp_path, capsys):
     path, _ = write_bad(tmp_path, "latin-1")
     out = tmp_path / "m.npz"
-    code, _, err = run(capsys, "train", path, "--out", out, "--encoding", "latin-1", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", out, "--encoding", "latin-1", *TINY_H8_4STEPS)
     assert code == 0, err
     assert {"é", "ï", "ñ"} <= set(checkpoint.load(out).vocab.chars)
-    code, _, err = run(capsys, "train", path, "--out", out, "--errors", "replace", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", out, "--errors", "replace", *TINY_H8_4STEPS)
     assert code == 0, err
     assert "\ufffd" in checkpoint.load(out).vocab.chars
     code, stdout, err = run(capsys, "eval", out, path, "--encoding", "latin-1", "--json")
@@ -140,14 +83,15 @@ def test_invalid_utf8_trains_with_the_encoding_it_hints_at(tmp_path, capsys):
 def test_text_that_decodes_to_lone_surrogates_is_refused(tmp_path, capsys):
     path = tmp_path / "escaped.txt"
     path.write_text("ab\\ud800cd\nef\n")  # fine as unicode_escape, but not printable text
-    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--encoding", "unicode_escape", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--encoding", "unicode_escape",
+                       *TINY_H8_4STEPS)
     assert error_line(code, err) == (f"Error: {path}: decodes to unpaired surrogates, which are not text: "
                                      "check --encoding")
 
 
 def test_utf16_with_its_encoding_trains(tmp_path, capsys):
     path, _ = write_bad(tmp_path, "utf-16")
-    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--encoding", "utf-16", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--encoding", "utf-16", *TINY_H8_4STEPS)
     assert code == 0, err
     assert checkpoint.load(tmp_path / "m.npz").vocab.chars == "dehlorw"
 
@@ -158,7 +102,7 @@ def test_text_shorter_than_one_sequence_trains_with_a_note(tmp_path, capsys, mod
     path.write_text("hello world\n")
     out = tmp_path / "m.npz"
     code, _, err = run(capsys, "train", path, "--out", out, "--mode", mode, "--seq-len", "64", "--batch-size", "8",
-                       *TINY)
+                       *TINY_H8_4STEPS)
     assert code == 0, err
     ck = checkpoint.load(out)
     assert ck.meta["progress"]["step"] == 4
@@ -173,7 +117,7 @@ def test_text_shorter_than_one_sequence_trains_with_a_note(tmp_path, capsys, mod
 def test_two_character_text_trains(tmp_path, capsys):
     path = tmp_path / "hi.txt"
     path.write_text("hi")
-    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", *TINY_H8_4STEPS)
     assert code == 0, err
     assert "Note: sequence length 64 -> 1: the text is shorter than one sequence" in err
 
@@ -181,7 +125,7 @@ def test_two_character_text_trains(tmp_path, capsys):
 def test_one_character_text_is_refused(tmp_path, capsys):
     path = tmp_path / "x.txt"
     path.write_text("x")
-    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--mode", "stream", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--mode", "stream", *TINY_H8_4STEPS)
     assert error_line(code, err) == "Error: the training text needs at least 2 characters"
 
 
@@ -190,7 +134,7 @@ def test_one_repeated_character_trains_and_samples(tmp_path, capsys, mode):
     path = tmp_path / "a.txt"
     path.write_text("a" * 3000 if mode == "stream" else "aaa\n" * 300)
     out = tmp_path / "m.npz"
-    code, _, err = run(capsys, "train", path, "--out", out, "--mode", mode, "--seq-len", "16", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", out, "--mode", mode, "--seq-len", "16", *TINY_H8_4STEPS)
     assert code == 0, err
     assert checkpoint.load(out).vocab.chars == "a"
     code, stdout, err = run(capsys, "sample", out, "-n", "3", "--length", "10", "--seed", "0")
@@ -216,13 +160,13 @@ def long_line_case(tmp_path: Path, megabytes: int, timeout: float) -> None:
     line = letters[rng.integers(0, len(letters), megabytes * 1_000_000)].tobytes()
     path = tmp_path / "long.txt"
     with open(path, "wb") as f:
-        f.write(NAMES.encode())
+        f.write(NAMES_X3.encode())
         f.write(line + b"\n")
-        f.write(NAMES.encode())
+        f.write(NAMES_X3.encode())
     del line
     out = tmp_path / "m.npz"
     small = tmp_path / "small.txt"
-    small.write_text(NAMES)
+    small.write_text(NAMES_X3)
     args = ["--mode", "lines", "--seq-len", "32", "--val-fraction", "0", "--hidden-size", "8", "--steps", "2",
             "--eval-every", "2", "--quiet"]
     # the interpreter, numpy and BLAS thread buffers cost the same whatever the text: measure them once
@@ -235,7 +179,7 @@ def long_line_case(tmp_path: Path, megabytes: int, timeout: float) -> None:
     assert mb < base + 50 + 12 * megabytes, f"peak memory {mb} MB for a {megabytes} MB line (baseline {base} MB)"
     r, mb = peak_rss_run(["eval", out, path, "--json"], timeout)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["chars"] == megabytes * 1_000_000 + 1 + 2 * len(NAMES)  # each line with its <EOS>
+    assert json.loads(r.stdout)["chars"] == megabytes * 1_000_000 + 1 + 2 * len(NAMES_X3)  # each line with its <EOS>
     assert mb < base + 50 + 12 * megabytes, f"peak memory {mb} MB evaluating a {megabytes} MB line (baseline {base} MB)"
 
 
@@ -261,11 +205,11 @@ def test_thousands_of_cjk_characters_kept_sane_by_max_vocab_and_min_count(tmp_pa
     path = tmp_path / "cjk.txt"
     path.write_text(cjk_text(5000), encoding="utf-8")
     out = tmp_path / "m.npz"
-    code, _, err = run(capsys, "train", path, "--out", out, "--mode", "stream", "--max-vocab", "100", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", out, "--mode", "stream", "--max-vocab", "100", *TINY_H8_4STEPS)
     assert code == 0, err
     assert len(checkpoint.load(out).vocab) == 102
     assert "characters of the text are <UNK>" in err
-    code, _, err = run(capsys, "train", path, "--out", out, "--mode", "stream", "--min-count", "3", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", out, "--mode", "stream", "--min-count", "3", *TINY_H8_4STEPS)
     assert code == 0, err
     kept = checkpoint.load(out).vocab.chars
     text = path.read_text(encoding="utf-8")
@@ -277,17 +221,17 @@ def test_thousands_of_cjk_characters_kept_sane_by_max_vocab_and_min_count(tmp_pa
 def test_more_distinct_characters_than_ids_asks_for_min_count(tmp_path, capsys):
     path = tmp_path / "cjk.txt"
     path.write_text(cjk_text(70_000), encoding="utf-8")
-    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--mode", "stream", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--mode", "stream", *TINY_H8_4STEPS)
     assert error_line(code, err) == "Error: 70000 distinct characters is too many: use --min-count or --max-vocab"
     code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--mode", "stream", "--max-vocab", "300",
-                       *TINY)
+                       *TINY_H8_4STEPS)
     assert code == 0, err
 
 
 def test_min_count_that_keeps_nothing_is_explained(tmp_path, capsys):
     path = tmp_path / "u.txt"
     path.write_text("abcdefghij")
-    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--min-count", "2", *TINY)
+    code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--min-count", "2", *TINY_H8_4STEPS)
     assert "--min-count" in error_line(code, err)
 
 
@@ -328,12 +272,12 @@ BAD_TRAIN_OPTIONS = [
 
 
 @pytest.mark.parametrize("args,expected", BAD_TRAIN_OPTIONS, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
-def test_train_refuses_bad_options_by_name_before_reading(tmp_path, capsys, monkeypatch, names_file, args, expected):
+def test_train_refuses_bad_options_by_name_before_reading(tmp_path, capsys, monkeypatch, names_x3_file, args, expected):
     def no_work(*a, **k):
         raise AssertionError("the text was read before the options were checked")
 
     monkeypatch.setattr(data, "read_text", no_work)
-    code, _, err = run(capsys, "train", names_file, "--out", tmp_path / "m.npz", *args)
+    code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz", *args)
     line = error_line(code, err)
     assert line.startswith(expected) if expected.startswith("Error:") else expected in line
     assert not (tmp_path / "m.npz").exists()
@@ -382,13 +326,13 @@ def test_cannot_change_the_model_when_resuming(tmp_path, capsys, good):
     assert ck.read_bytes() == (good / "names.npz").read_bytes()
 
 
-def test_refuses_to_overwrite_something_that_is_not_a_checkpoint(tmp_path, capsys, names_file):
+def test_refuses_to_overwrite_something_that_is_not_a_checkpoint(tmp_path, capsys, names_x3_file):
     precious = tmp_path / "notes.txt"
     precious.write_text("my notes")
-    code, _, err = run(capsys, "train", names_file, "--out", precious, *TINY)
+    code, _, err = run(capsys, "train", names_x3_file, "--out", precious, *TINY_H8_4STEPS)
     assert "refusing to overwrite" in error_line(code, err)
     assert precious.read_text() == "my notes"
-    code, _, err = run(capsys, "train", names_file, "--out", tmp_path / "no" / "such" / "m.npz", *TINY)
+    code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path / "no" / "such" / "m.npz", *TINY_H8_4STEPS)
     assert "no such folder" in error_line(code, err)
 
 
@@ -402,11 +346,6 @@ class Evil:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
-
-
-def arrays_of(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
 
 
 def meta_array(meta: dict) -> np.ndarray:
@@ -600,9 +539,9 @@ def test_checkpoint_load_raises_only_charrnn_error(tmp_path, good):
 # ---------------------------------------------------------------- 4. no lost work
 
 
-def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monkeypatch, names_file):
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monkeypatch, names_x3_file):
     ck = tmp_path / "m.npz"
-    assert run(capsys, "train", names_file, "--out", ck, *TINY)[0] == 0
+    assert run(capsys, "train", names_x3_file, "--out", ck, *TINY_H8_4STEPS)[0] == 0
     before = ck.read_bytes()
     real_savez = np.savez
 
@@ -612,7 +551,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monkey
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint.np, "savez", disk_full)
-    code, _, err = run(capsys, "train", names_file, "--resume", ck, "--steps", "8", "--quiet")
+    code, _, err = run(capsys, "train", names_x3_file, "--resume", ck, "--steps", "8", "--quiet")
     line = error_line(code, err)
     assert line.startswith(f"Error: {ck}: cannot save the checkpoint (No space left on device)"), line
     assert ck.read_bytes() == before
@@ -620,34 +559,34 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monkey
     assert not list(tmp_path.glob(".m.npz.*")), "the half-written temporary file was left behind"
 
 
-def test_failed_rename_keeps_the_previous_one(tmp_path, capsys, monkeypatch, names_file):
+def test_failed_rename_keeps_the_previous_one(tmp_path, capsys, monkeypatch, names_x3_file):
     ck = tmp_path / "m.npz"
-    assert run(capsys, "train", names_file, "--out", ck, *TINY)[0] == 0
+    assert run(capsys, "train", names_x3_file, "--out", ck, *TINY_H8_4STEPS)[0] == 0
     before = ck.read_bytes()
 
     def no_rename(a, b):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(checkpoint.os, "replace", no_rename)
-    code, _, err = run(capsys, "train", names_file, "--resume", ck, "--steps", "8", "--quiet")
+    code, _, err = run(capsys, "train", names_x3_file, "--resume", ck, "--steps", "8", "--quiet")
     assert error_line(code, err).startswith(f"Error: {ck}: cannot save the checkpoint (Permission denied)")
     assert ck.read_bytes() == before
     assert not list(tmp_path.glob(".m.npz.*"))
 
 
-def test_unwritable_folder_is_an_error_line(tmp_path, capsys, monkeypatch, names_file):
+def test_unwritable_folder_is_an_error_line(tmp_path, capsys, monkeypatch, names_x3_file):
     def no_temp(*a, **k):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(checkpoint.tempfile, "mkstemp", no_temp)
-    code, _, err = run(capsys, "train", names_file, "--out", tmp_path / "m.npz", *TINY)
+    code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz", *TINY_H8_4STEPS)
     assert error_line(code, err).startswith(f"Error: {tmp_path / 'm.npz'}: cannot save the checkpoint")
 
 
 @pytest.mark.parametrize("sig,code,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
-def test_real_signal_saves_and_resumes(tmp_path, capsys, names_file, sig, code, name):
+def test_real_signal_saves_and_resumes(tmp_path, capsys, names_x3_file, sig, code, name):
     ck = tmp_path / "m.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", names_file, "--out", ck, "--steps", "100000",
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", names_x3_file, "--out", ck, "--steps", "100000",
                              "--eval-every", "5", "--hidden-size", "8", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
@@ -666,20 +605,20 @@ def test_real_signal_saves_and_resumes(tmp_path, capsys, names_file, sig, code, 
     step = stopped.meta["progress"]["step"]
     assert step >= 5 and stopped.meta["stop_reason"] == "interrupted"
     assert f"{name}: saved {ck} at step {step:,}. Resume with:" in flat(err)
-    assert f"charrnn train {names_file} --resume {ck}" in err
-    rc, _, err = run(capsys, "train", names_file, "--resume", ck, "--steps", step + 3, "--quiet")
+    assert f"charrnn train {names_x3_file} --resume {ck}" in err
+    rc, _, err = run(capsys, "train", names_x3_file, "--resume", ck, "--steps", step + 3, "--quiet")
     assert rc == 0, err
     resumed = checkpoint.load(ck)
     assert resumed.meta["progress"]["step"] == step + 3
     assert np.array_equal(resumed.train_losses[:step], stopped.train_losses)
 
 
-def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, names_file):
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, names_x3_file):
     ck = tmp_path / "m.npz"
-    assert run(capsys, "train", names_file, "--out", ck, *TINY)[0] == 0
+    assert run(capsys, "train", names_x3_file, "--out", ck, *TINY_H8_4STEPS)[0] == 0
     before = ck.read_bytes()
     # a huge step overflows float32 at once; the evaluation right after it must not be saved
-    code, _, err = run(capsys, "train", names_file, "--resume", ck, "--lr", "1e39", "--clip", "0", "--steps", "50",
+    code, _, err = run(capsys, "train", names_x3_file, "--resume", ck, "--lr", "1e39", "--clip", "0", "--steps", "50",
                        "--eval-every", "1", "--quiet")
     line = error_line(code, err)
     assert "NaN or infinite" in line or "the loss became" in line, line
@@ -688,7 +627,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsy
     assert checkpoint.load(ck).meta["progress"]["step"] == 4
 
 
-def test_nan_loss_mid_run_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch, names_file):
+def test_nan_loss_mid_run_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch, names_x3_file):
     from charrnn import model
 
     ck = tmp_path / "m.npz"
@@ -701,7 +640,7 @@ def test_nan_loss_mid_run_keeps_the_last_good_checkpoint(tmp_path, capsys, monke
         return (float("nan") if calls[0] == 7 else loss), grads, state
 
     monkeypatch.setattr(model, "loss_and_grads", nan_at_step_7)
-    code, _, err = run(capsys, "train", names_file, "--out", ck, "--hidden-size", "8", "--steps", "20",
+    code, _, err = run(capsys, "train", names_x3_file, "--out", ck, "--hidden-size", "8", "--steps", "20",
                        "--eval-every", "3", "--quiet")
     assert error_line(code, err) == ("Error: the loss became nan at step 7; the checkpoint keeps the last good "
                                      "state: try a lower --lr or a smaller --clip")
