@@ -10,6 +10,9 @@ import pytest
 from helpers import NAMES_X4, TINY_H16_12STEPS, run
 
 from charrnn import checkpoint, sample
+from charrnn.errors import CharrnnError
+from charrnn.model import ModelConfig
+from charrnn.train import TrainConfig
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -194,3 +197,17 @@ def test_sample_imports_only_what_sampling_needs(names_ckpt):
     r = subprocess.run([sys.executable, "-c", probe, str(names_ckpt)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------- options the library refuses by their CLI name
+
+
+def test_bad_configs_are_refused_by_name():
+    with pytest.raises(CharrnnError, match="--cell"):
+        ModelConfig(10, "transformer")
+    with pytest.raises(CharrnnError, match="--hidden-size"):
+        ModelConfig(10, "lstm", -1)
+    with pytest.raises(CharrnnError, match="--val-fraction"):
+        TrainConfig(val_fraction=1.0).check()
+    with pytest.raises(CharrnnError, match="--top-p"):
+        sample.check_options(1.0, 0, 1.5)
