@@ -1,4 +1,9 @@
-"""The CLI as a user runs it: `charrnn.cli.main(argv)` in process, output captured."""
+"""The CLI as a user runs it: `charrnn.cli.main(argv)` in process, output captured. Each
+command end to end, what it prints, exit codes, one-line errors for bad options and usage,
+--help, `python -m charrnn`, and what `charrnn sample` imports at start-up.
+
+What the commands do in depth is in the file of their subject: test_train.py (resume),
+test_sample.py, test_checkpoint.py, test_text_input.py, test_signals.py."""
 
 import json
 import re
@@ -7,12 +12,14 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import NAMES_X4, TINY_H16_12STEPS, run
+from helpers import NAMES_X4, TINY_H16_12STEPS, error_line, run
 
-from charrnn import checkpoint, sample
+from charrnn import checkpoint, data, sample
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.train import TrainConfig
+
+# ---------------------------------------------------------------- each command
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -154,6 +161,9 @@ def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_x4_file)
     assert checkpoint.load(ckpt).meta["train"]["patience"] == 9
 
 
+# ---------------------------------------------------------------- user errors: one line, exit code 1 or 2
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "missing.txt"], "Error: missing.txt: no such file"),
     (["sample", "missing.npz"], "Error: missing.npz: no such file"),
@@ -173,6 +183,102 @@ def test_user_errors_are_one_line(capsys, names_x4_file, names_ckpt, args, messa
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message.format(names=names_x4_file)), err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["train", "--bogus"], ["sample"], ["frobnicate"], ["eval", "only-one-arg.npz"],
+                                  ["inspect", "a.npz", "b.npz"]])
+def test_usage_errors_are_one_line(capsys, args):
+    code, _, err = run(capsys, *args)
+    error_line(code, err)
+
+
+# ---------------------------------------------------------------- bad options, refused by name before any work
+
+
+BAD_TRAIN_OPTIONS = [
+    (["--hidden-size", "-1"], "--hidden-size"),
+    (["--layers", "0"], "--layers"),
+    (["--batch-size", "-5"], "--batch-size"),
+    (["--seq-len", "0"], "--seq-len"),
+    (["--steps", "-1"], "--steps"),
+    (["--epochs", "-2"], "--epochs"),
+    (["--time", "-1"], "--time"),
+    (["--eval-every", "0"], "--eval-every"),
+    (["--patience", "-1"], "--patience"),
+    (["--min-count", "0"], "--min-count"),
+    (["--max-vocab", "-1"], "--max-vocab"),
+    (["--clip", "-1"], "--clip"),
+    (["--cell", "transformer"], "--cell"),
+    (["--mode", "words"], "--mode"),
+    (["--optimizer", "lbfgs"], "--optimizer"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--seed", "-1"], "--seed"),
+    (["--lr", "abc"], "--lr"),
+    (["--val-fraction", "1"], "Error: --val-fraction must be in [0, 1), not 1.0"),
+    (["--val-fraction", "-0.1"], "--val-fraction"),
+    (["--dropout", "1"], "Error: --dropout must be in [0, 1), not 1.0"),
+    (["--dropout", "-0.5"], "--dropout"),
+    (["--lr", "0"], "Error: --lr must be positive, not 0.0"),
+    (["--lr", "-1"], "--lr"),
+    (["--lr", "inf"], "Error: --lr must be positive, not inf"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr-decay", "0"], "Error: --lr-decay must be in (0, 1], not 0.0"),
+    (["--encoding", "no-such-codec"], "Error: unknown encoding 'no-such-codec'"),
+    (["--errors", "sloppy"], "--errors"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD_TRAIN_OPTIONS, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_train_refuses_bad_options_by_name_before_reading(tmp_path, capsys, monkeypatch, names_x3_file, args, expected):
+    def no_work(*a, **k):
+        raise AssertionError("the text was read before the options were checked")
+
+    monkeypatch.setattr(data, "read_text", no_work)
+    code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz", *args)
+    line = error_line(code, err)
+    assert line.startswith(expected) if expected.startswith("Error:") else expected in line
+    assert not (tmp_path / "m.npz").exists()
+
+
+BAD_SAMPLE_OPTIONS = [
+    (["--top-p", "1.5"], "--top-p"),
+    (["--top-p", "0"], "Error: --top-p must be in (0, 1], not 0.0"),
+    (["--top-p", "-1"], "--top-p"),
+    (["--top-p", "nan"], "--top-p"),
+    (["--temperature", "-1"], "--temperature"),
+    (["--temperature", "inf"], "Error: --temperature must be 0 or more, not inf"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--top-k", "-1"], "--top-k"),
+    (["-n", "0"], "--num"),
+    (["--length", "0"], "--length"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "x"], "--seed"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD_SAMPLE_OPTIONS, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_sample_refuses_bad_options_by_name_before_loading(capsys, monkeypatch, good, args, expected):
+    def no_work(*a, **k):
+        raise AssertionError("the checkpoint was loaded before the options were checked")
+
+    monkeypatch.setattr(checkpoint, "load", no_work)
+    code, _, err = run(capsys, "sample", good / "names.npz", *args)
+    line = error_line(code, err)
+    assert line.startswith(expected) if expected.startswith("Error:") else expected in line
+
+
+def test_bad_configs_are_refused_by_name():
+    with pytest.raises(CharrnnError, match="--cell"):
+        ModelConfig(10, "transformer")
+    with pytest.raises(CharrnnError, match="--hidden-size"):
+        ModelConfig(10, "lstm", -1)
+    with pytest.raises(CharrnnError, match="--val-fraction"):
+        TrainConfig(val_fraction=1.0).check()
+    with pytest.raises(CharrnnError, match="--top-p"):
+        sample.check_options(1.0, 0, 1.5)
+
+
+# ---------------------------------------------------------------- help, entry point, start-up
 
 
 def test_every_command_has_help_with_an_example(capsys):
@@ -197,17 +303,3 @@ def test_sample_imports_only_what_sampling_needs(names_ckpt):
     r = subprocess.run([sys.executable, "-c", probe, str(names_ckpt)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
-
-
-# ---------------------------------------------------------------- options the library refuses by their CLI name
-
-
-def test_bad_configs_are_refused_by_name():
-    with pytest.raises(CharrnnError, match="--cell"):
-        ModelConfig(10, "transformer")
-    with pytest.raises(CharrnnError, match="--hidden-size"):
-        ModelConfig(10, "lstm", -1)
-    with pytest.raises(CharrnnError, match="--val-fraction"):
-        TrainConfig(val_fraction=1.0).check()
-    with pytest.raises(CharrnnError, match="--top-p"):
-        sample.check_options(1.0, 0, 1.5)
