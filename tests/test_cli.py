@@ -6,13 +6,12 @@ What the commands do in depth is in the file of their subject: test_train.py (re
 test_sample.py, test_checkpoint.py, test_text_input.py, test_signals.py."""
 
 import json
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import NAMES_X4, TINY_H16_12STEPS, error_line, run
+from helpers import TINY_H16_12STEPS, error_line, run
 
 from charrnn import checkpoint, data, sample
 from charrnn.errors import CharrnnError
@@ -40,20 +39,6 @@ def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_x4_file, p
         assert len(stdout.split("\n\n")) == 3
 
 
-def test_one_stream_is_printed_as_it_grows(tmp_path, capsys, prose_file, monkeypatch):
-    out = tmp_path / "prose.npz"
-    assert run(capsys, "train", prose_file, "--out", out, "--mode", "stream", *TINY_H16_12STEPS)[0] == 0
-    writes = []
-    real_write = sys.stdout.write
-    monkeypatch.setattr(sys.stdout, "write", lambda s: writes.append(s) or real_write(s))
-    code, stdout, err = run(capsys, "sample", out, "--length", 300, "--seed", 1, "--prime", "It was")
-    assert code == 0, err
-    assert len(writes) > 5  # in pieces, not all at the end
-    ck = checkpoint.load(out)
-    whole = sample.generate_from(ck, 1, length=300, prime="It was", rng=np.random.default_rng(1)).texts[0]
-    assert stdout == whole + "\n"  # the same text as when it is written at once
-
-
 def test_train_prints_config_and_progress(tmp_path, capsys, names_x4_file):
     code, stdout, err = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
                             "--steps", "4", "--eval-every", "2")
@@ -68,46 +53,6 @@ def test_default_output_path_is_stem_in_cwd(tmp_path, capsys, names_x4_file, mon
     code, _, err = run(capsys, "train", names_x4_file, *TINY_H16_12STEPS)
     assert code == 0, err
     assert (tmp_path / "names.npz").exists()
-
-
-def test_sample_options(capsys, names_ckpt):
-    a = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
-    b = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
-    assert a == b and a[0] == 0 and len(a[1].splitlines()) == 5
-    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--temperature", 0)
-    assert code == 0 and len(set(out.splitlines())) == 1  # greedy: every sample is the same
-    for opt in (["--top-k", 1], ["--top-p", 0.01]):
-        code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--seed", 0, *opt)
-        assert code == 0 and len(set(out.splitlines())) == 1  # only the likeliest character each time
-    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 3, "--prime", "an", "--seed", 0)
-    assert code == 0 and all(s.startswith("an") for s in out.splitlines())
-
-
-def test_sample_prime_with_unknown_characters_warns(capsys, names_ckpt):
-    code, out, err = run(capsys, "sample", names_ckpt, "-n", 2, "--prime", "Zoë", "--seed", 0)
-    assert code == 0
-    assert "2 character(s) of --prime are not in the vocabulary" in err
-    assert "\ufffd" not in out.replace("Zoë", "")  # <UNK> is never generated without --allow-unk
-
-
-def test_sample_line_models_prefer_new_lines_by_default(capsys, names_ckpt):
-    training = set(NAMES_X4.split())
-    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0)
-    assert code == 0 and len(out.splitlines()) == 30
-    assert "novelty:" in err
-    got = out.splitlines()
-    k = 30 - int(re.search(r"the last (\d+) are", err).group(1)) if "the last" in err else 30
-    assert not set(got[:k]) & training and len(set(got[:k])) == k and "" not in got[:k]  # new, distinct first
-    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0, "--allow-seen")
-    assert code == 0 and len(out.splitlines()) == 30 and "novelty" not in err
-
-
-def test_sample_novel_reports_rate(capsys, names_ckpt):
-    code, out, err = run(capsys, "sample", names_ckpt, "-n", 5, "--novel", "--seed", 0)
-    assert code == 0
-    training = set(NAMES_X4.split())
-    assert not set(out.splitlines()) & training
-    assert "novelty:" in err and "are not in the training text" in err
 
 
 def test_inspect_rich_and_json(capsys, names_ckpt):
@@ -137,28 +82,6 @@ def test_eval_json(tmp_path, capsys, names_ckpt):
     assert r["perplexity"] == pytest.approx(np.exp(r["loss"]))
     code, out, _ = run(capsys, "eval", names_ckpt, held)
     assert code == 0 and "nats/char" in out and "perplexity" in out
-
-
-def test_resume_continues_where_it_stopped(tmp_path, capsys, names_x4_file):
-    full, half = tmp_path / "full.npz", tmp_path / "half.npz"
-    common = ["--hidden-size", "16", "--layers", "2", "--dropout", "0.1", "--eval-every", "5", "--quiet"]
-    assert run(capsys, "train", names_x4_file, "--out", full, "--steps", 20, *common)[0] == 0
-    assert run(capsys, "train", names_x4_file, "--out", half, "--steps", 10, *common)[0] == 0
-    code, _, err = run(capsys, "train", names_x4_file, "--resume", half, "--steps", 20, "--quiet")
-    assert code == 0, err
-    a, b = checkpoint.load(full), checkpoint.load(half)
-    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
-    assert np.array_equal(a.train_losses, b.train_losses)
-    assert np.array_equal(a.val_losses, b.val_losses)
-
-
-def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_x4_file):
-    ckpt = tmp_path / "m.npz"
-    assert run(capsys, "train", names_x4_file, "--out", ckpt, "--time", "0.01", *TINY_H16_12STEPS[:4],
-               "--quiet")[0] == 0
-    code, _, err = run(capsys, "train", names_x4_file, "--resume", ckpt, "--time", "0.02", "--patience", "9", "--quiet")
-    assert code == 0, err
-    assert checkpoint.load(ckpt).meta["train"]["patience"] == 9
 
 
 # ---------------------------------------------------------------- user errors: one line, exit code 1 or 2

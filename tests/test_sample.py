@@ -1,10 +1,15 @@
-"""charrnn.sample: generating lines, each with its own state, and novelty (new lines first,
-hashed lines of the whole text)."""
+"""charrnn.sample and `charrnn sample`: generating lines and running text, the sampling
+options, --prime, and novelty (new lines first, --novel, --allow-seen).
 
+Sampling options that are refused are in test_cli.py; arbitrary options are fuzzed in
+test_fuzz.py."""
+
+import re
+import sys
 from itertools import pairwise
 
 import numpy as np
-from helpers import TEN_NAMES_X3, small_trainer
+from helpers import NAMES_X4, TEN_NAMES_X3, TINY_H16_12STEPS, run, small_trainer
 
 from charrnn import checkpoint, model, sample
 from charrnn.model import ModelConfig
@@ -74,3 +79,60 @@ def test_sampling_puts_new_lines_first_and_tops_up_with_the_rest():
         assert sample.generate_from(ck, 40, novel=None, max_rounds=1, rng=np.random.default_rng(4)).novel == 0
     greedy = sample.generate_from(ck, 3, novel=None, temperature=0)
     assert greedy.generated == 3  # deterministic: one round, not 20 copies of the same batch
+
+
+# ---------------------------------------------------------------- charrnn sample
+
+
+def test_one_stream_is_printed_as_it_grows(tmp_path, capsys, prose_file, monkeypatch):
+    out = tmp_path / "prose.npz"
+    assert run(capsys, "train", prose_file, "--out", out, "--mode", "stream", *TINY_H16_12STEPS)[0] == 0
+    writes = []
+    real_write = sys.stdout.write
+    monkeypatch.setattr(sys.stdout, "write", lambda s: writes.append(s) or real_write(s))
+    code, stdout, err = run(capsys, "sample", out, "--length", 300, "--seed", 1, "--prime", "It was")
+    assert code == 0, err
+    assert len(writes) > 5  # in pieces, not all at the end
+    ck = checkpoint.load(out)
+    whole = sample.generate_from(ck, 1, length=300, prime="It was", rng=np.random.default_rng(1)).texts[0]
+    assert stdout == whole + "\n"  # the same text as when it is written at once
+
+
+def test_sample_options(capsys, names_ckpt):
+    a = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
+    b = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
+    assert a == b and a[0] == 0 and len(a[1].splitlines()) == 5
+    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--temperature", 0)
+    assert code == 0 and len(set(out.splitlines())) == 1  # greedy: every sample is the same
+    for opt in (["--top-k", 1], ["--top-p", 0.01]):
+        code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--seed", 0, *opt)
+        assert code == 0 and len(set(out.splitlines())) == 1  # only the likeliest character each time
+    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 3, "--prime", "an", "--seed", 0)
+    assert code == 0 and all(s.startswith("an") for s in out.splitlines())
+
+
+def test_sample_prime_with_unknown_characters_warns(capsys, names_ckpt):
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 2, "--prime", "Zoë", "--seed", 0)
+    assert code == 0
+    assert "2 character(s) of --prime are not in the vocabulary" in err
+    assert "\ufffd" not in out.replace("Zoë", "")  # <UNK> is never generated without --allow-unk
+
+
+def test_sample_line_models_prefer_new_lines_by_default(capsys, names_ckpt):
+    training = set(NAMES_X4.split())
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0)
+    assert code == 0 and len(out.splitlines()) == 30
+    assert "novelty:" in err
+    got = out.splitlines()
+    k = 30 - int(re.search(r"the last (\d+) are", err).group(1)) if "the last" in err else 30
+    assert not set(got[:k]) & training and len(set(got[:k])) == k and "" not in got[:k]  # new, distinct first
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0, "--allow-seen")
+    assert code == 0 and len(out.splitlines()) == 30 and "novelty" not in err
+
+
+def test_sample_novel_reports_rate(capsys, names_ckpt):
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 5, "--novel", "--seed", 0)
+    assert code == 0
+    training = set(NAMES_X4.split())
+    assert not set(out.splitlines()) & training
+    assert "novelty:" in err and "are not in the training text" in err

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import TEN_NAMES_X3, TINY_H8_4STEPS, arrays_of, error_line, run, small_trainer
+from helpers import TEN_NAMES_X3, TINY_H8_4STEPS, TINY_H16_12STEPS, arrays_of, error_line, run, small_trainer
 
 from charrnn import checkpoint, data, sample
 from charrnn.model import ModelConfig
@@ -43,6 +43,19 @@ def test_float64_is_selectable():
 # ---------------------------------------------------------------- resume
 
 
+def test_resume_continues_where_it_stopped(tmp_path, capsys, names_x4_file):
+    full, half = tmp_path / "full.npz", tmp_path / "half.npz"
+    common = ["--hidden-size", "16", "--layers", "2", "--dropout", "0.1", "--eval-every", "5", "--quiet"]
+    assert run(capsys, "train", names_x4_file, "--out", full, "--steps", 20, *common)[0] == 0
+    assert run(capsys, "train", names_x4_file, "--out", half, "--steps", 10, *common)[0] == 0
+    code, _, err = run(capsys, "train", names_x4_file, "--resume", half, "--steps", 20, "--quiet")
+    assert code == 0, err
+    a, b = checkpoint.load(full), checkpoint.load(half)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert np.array_equal(a.train_losses, b.train_losses)
+    assert np.array_equal(a.val_losses, b.val_losses)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("mode", ["lines", "stream"])
 @pytest.mark.parametrize("split", [6, 7])  # on an evaluation step (every 3), and between two (like Ctrl-C)
@@ -69,6 +82,15 @@ def test_resume_is_bit_for_bit(tmp_path, capsys, monkeypatch, good, cell, mode, 
     ma, mb = (json.loads(x["meta"].tobytes()) for x in (a, b))
     for key in ("progress", "corpus") + (("best_val_loss",) if split % 3 == 0 else ()):
         assert ma[key] == mb[key], key
+
+
+def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_x4_file):
+    ckpt = tmp_path / "m.npz"
+    assert run(capsys, "train", names_x4_file, "--out", ckpt, "--time", "0.01", *TINY_H16_12STEPS[:4],
+               "--quiet")[0] == 0
+    code, _, err = run(capsys, "train", names_x4_file, "--resume", ckpt, "--time", "0.02", "--patience", "9", "--quiet")
+    assert code == 0, err
+    assert checkpoint.load(ckpt).meta["train"]["patience"] == 9
 
 
 def test_cannot_change_the_model_when_resuming(tmp_path, capsys, good):
