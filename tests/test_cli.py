@@ -1,50 +1,32 @@
-"""The CLI as a user runs it: `charrnn.cli.main(argv)` in process, output captured."""
+"""The CLI as a user runs it: `charrnn.cli.main(argv)` in process, output captured. Each
+command end to end, what it prints, exit codes, one-line errors for bad options and usage,
+--help, `python -m charrnn`, and what `charrnn sample` imports at start-up.
+
+What the commands do in depth is in the file of their subject: test_train.py (resume),
+test_sample.py, test_checkpoint.py, test_text_input.py, test_signals.py."""
 
 import json
-import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from clirun import run
+from helpers import TINY_H16_12STEPS, error_line, run
 
-from charrnn import checkpoint, sample
+from charrnn import checkpoint, data, sample
+from charrnn.errors import CharrnnError
+from charrnn.model import ModelConfig
+from charrnn.train import TrainConfig
 
-NAMES = "\n".join(["anna", "bob", "carl", "dora", "emil", "fina", "gus", "hana", "ivo", "jan", "kai", "lena"] * 4) + "\n"
-PROSE = ("It was the best of times, it was the worst of times, it was the age of wisdom, "
-         "it was the age of foolishness.\n\nIt was the epoch of belief, it was the epoch of incredulity.\n") * 6
-TINY = ["--hidden-size", "16", "--layers", "1", "--steps", "12", "--eval-every", "6", "--quiet"]
-
-
-@pytest.fixture
-def names_file(tmp_path):
-    p = tmp_path / "names.txt"
-    p.write_text(NAMES)
-    return p
-
-
-@pytest.fixture
-def prose_file(tmp_path):
-    p = tmp_path / "prose.txt"
-    p.write_text(PROSE)
-    return p
-
-
-@pytest.fixture
-def names_ckpt(tmp_path, names_file, capsys):
-    out = tmp_path / "names.npz"
-    code, _, err = run(capsys, "train", names_file, "--out", out, *TINY)
-    assert code == 0, err
-    return out
+# ---------------------------------------------------------------- each command
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("mode", ["lines", "stream"])
-def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_file, prose_file, cell, mode):
-    text = names_file if mode == "lines" else prose_file
+def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_x4_file, prose_file, cell, mode):
+    text = names_x4_file if mode == "lines" else prose_file
     out = tmp_path / f"{cell}-{mode}.npz"
-    code, stdout, err = run(capsys, "train", text, "--out", out, "--cell", cell, "--mode", mode, *TINY)
+    code, stdout, err = run(capsys, "train", text, "--out", out, "--cell", cell, "--mode", mode, *TINY_H16_12STEPS)
     assert code == 0, err
     ck = checkpoint.load(out)
     assert ck.cfg.cell == cell and ck.meta["mode"] == mode and ck.meta["progress"]["step"] == 12
@@ -57,22 +39,8 @@ def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_file, pros
         assert len(stdout.split("\n\n")) == 3
 
 
-def test_one_stream_is_printed_as_it_grows(tmp_path, capsys, prose_file, monkeypatch):
-    out = tmp_path / "prose.npz"
-    assert run(capsys, "train", prose_file, "--out", out, "--mode", "stream", *TINY)[0] == 0
-    writes = []
-    real_write = sys.stdout.write
-    monkeypatch.setattr(sys.stdout, "write", lambda s: writes.append(s) or real_write(s))
-    code, stdout, err = run(capsys, "sample", out, "--length", 300, "--seed", 1, "--prime", "It was")
-    assert code == 0, err
-    assert len(writes) > 5  # in pieces, not all at the end
-    ck = checkpoint.load(out)
-    whole = sample.generate_from(ck, 1, length=300, prime="It was", rng=np.random.default_rng(1)).texts[0]
-    assert stdout == whole + "\n"  # the same text as when it is written at once
-
-
-def test_train_prints_config_and_progress(tmp_path, capsys, names_file):
-    code, stdout, err = run(capsys, "train", names_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
+def test_train_prints_config_and_progress(tmp_path, capsys, names_x4_file):
+    code, stdout, err = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
                             "--steps", "4", "--eval-every", "2")
     assert code == 0
     assert "lines mode" in stdout and "21 (19 chars + <UNK> + <EOS>)" in stdout
@@ -80,51 +48,11 @@ def test_train_prints_config_and_progress(tmp_path, capsys, names_file):
     assert "step      2" in err and "val" in err
 
 
-def test_default_output_path_is_stem_in_cwd(tmp_path, capsys, names_file, monkeypatch):
+def test_default_output_path_is_stem_in_cwd(tmp_path, capsys, names_x4_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "train", names_file, *TINY)
+    code, _, err = run(capsys, "train", names_x4_file, *TINY_H16_12STEPS)
     assert code == 0, err
     assert (tmp_path / "names.npz").exists()
-
-
-def test_sample_options(capsys, names_ckpt):
-    a = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
-    b = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
-    assert a == b and a[0] == 0 and len(a[1].splitlines()) == 5
-    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--temperature", 0)
-    assert code == 0 and len(set(out.splitlines())) == 1  # greedy: every sample is the same
-    for opt in (["--top-k", 1], ["--top-p", 0.01]):
-        code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--seed", 0, *opt)
-        assert code == 0 and len(set(out.splitlines())) == 1  # only the likeliest character each time
-    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 3, "--prime", "an", "--seed", 0)
-    assert code == 0 and all(s.startswith("an") for s in out.splitlines())
-
-
-def test_sample_prime_with_unknown_characters_warns(capsys, names_ckpt):
-    code, out, err = run(capsys, "sample", names_ckpt, "-n", 2, "--prime", "Zoë", "--seed", 0)
-    assert code == 0
-    assert "2 character(s) of --prime are not in the vocabulary" in err
-    assert "\ufffd" not in out.replace("Zoë", "")  # <UNK> is never generated without --allow-unk
-
-
-def test_sample_line_models_prefer_new_lines_by_default(capsys, names_ckpt):
-    training = set(NAMES.split())
-    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0)
-    assert code == 0 and len(out.splitlines()) == 30
-    assert "novelty:" in err
-    got = out.splitlines()
-    k = 30 - int(re.search(r"the last (\d+) are", err).group(1)) if "the last" in err else 30
-    assert not set(got[:k]) & training and len(set(got[:k])) == k and "" not in got[:k]  # new, distinct first
-    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0, "--allow-seen")
-    assert code == 0 and len(out.splitlines()) == 30 and "novelty" not in err
-
-
-def test_sample_novel_reports_rate(capsys, names_ckpt):
-    code, out, err = run(capsys, "sample", names_ckpt, "-n", 5, "--novel", "--seed", 0)
-    assert code == 0
-    training = set(NAMES.split())
-    assert not set(out.splitlines()) & training
-    assert "novelty:" in err and "are not in the training text" in err
 
 
 def test_inspect_rich_and_json(capsys, names_ckpt):
@@ -156,25 +84,7 @@ def test_eval_json(tmp_path, capsys, names_ckpt):
     assert code == 0 and "nats/char" in out and "perplexity" in out
 
 
-def test_resume_continues_where_it_stopped(tmp_path, capsys, names_file):
-    full, half = tmp_path / "full.npz", tmp_path / "half.npz"
-    common = ["--hidden-size", "16", "--layers", "2", "--dropout", "0.1", "--eval-every", "5", "--quiet"]
-    assert run(capsys, "train", names_file, "--out", full, "--steps", 20, *common)[0] == 0
-    assert run(capsys, "train", names_file, "--out", half, "--steps", 10, *common)[0] == 0
-    code, _, err = run(capsys, "train", names_file, "--resume", half, "--steps", 20, "--quiet")
-    assert code == 0, err
-    a, b = checkpoint.load(full), checkpoint.load(half)
-    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
-    assert np.array_equal(a.train_losses, b.train_losses)
-    assert np.array_equal(a.val_losses, b.val_losses)
-
-
-def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_file):
-    ckpt = tmp_path / "m.npz"
-    assert run(capsys, "train", names_file, "--out", ckpt, "--time", "0.01", *TINY[:4], "--quiet")[0] == 0
-    code, _, err = run(capsys, "train", names_file, "--resume", ckpt, "--time", "0.02", "--patience", "9", "--quiet")
-    assert code == 0, err
-    assert checkpoint.load(ckpt).meta["train"]["patience"] == 9
+# ---------------------------------------------------------------- user errors: one line, exit code 1 or 2
 
 
 @pytest.mark.parametrize("args,message", [
@@ -189,13 +99,109 @@ def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_file):
     (["eval", "{ckpt}", "{names}", "--encoding", "no-such-codec"], "Error: unknown encoding 'no-such-codec'"),
     (["inspect", "{names}"], "Error: {names}: not a usable charrnn checkpoint"),
 ])
-def test_user_errors_are_one_line(capsys, names_file, names_ckpt, args, message):
-    args = [a.format(names=names_file, ckpt=names_ckpt) for a in args]
+def test_user_errors_are_one_line(capsys, names_x4_file, names_ckpt, args, message):
+    args = [a.format(names=names_x4_file, ckpt=names_ckpt) for a in args]
     code, out, err = run(capsys, *args)
     assert code in (1, 2)
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(message.format(names=names_file)), err
+    assert len(lines) == 1 and lines[0].startswith(message.format(names=names_x4_file)), err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("args", [["train", "--bogus"], ["sample"], ["frobnicate"], ["eval", "only-one-arg.npz"],
+                                  ["inspect", "a.npz", "b.npz"]])
+def test_usage_errors_are_one_line(capsys, args):
+    code, _, err = run(capsys, *args)
+    error_line(code, err)
+
+
+# ---------------------------------------------------------------- bad options, refused by name before any work
+
+
+BAD_TRAIN_OPTIONS = [
+    (["--hidden-size", "-1"], "--hidden-size"),
+    (["--layers", "0"], "--layers"),
+    (["--batch-size", "-5"], "--batch-size"),
+    (["--seq-len", "0"], "--seq-len"),
+    (["--steps", "-1"], "--steps"),
+    (["--epochs", "-2"], "--epochs"),
+    (["--time", "-1"], "--time"),
+    (["--eval-every", "0"], "--eval-every"),
+    (["--patience", "-1"], "--patience"),
+    (["--min-count", "0"], "--min-count"),
+    (["--max-vocab", "-1"], "--max-vocab"),
+    (["--clip", "-1"], "--clip"),
+    (["--cell", "transformer"], "--cell"),
+    (["--mode", "words"], "--mode"),
+    (["--optimizer", "lbfgs"], "--optimizer"),
+    (["--dtype", "float16"], "--dtype"),
+    (["--seed", "-1"], "--seed"),
+    (["--lr", "abc"], "--lr"),
+    (["--val-fraction", "1"], "Error: --val-fraction must be in [0, 1), not 1.0"),
+    (["--val-fraction", "-0.1"], "--val-fraction"),
+    (["--dropout", "1"], "Error: --dropout must be in [0, 1), not 1.0"),
+    (["--dropout", "-0.5"], "--dropout"),
+    (["--lr", "0"], "Error: --lr must be positive, not 0.0"),
+    (["--lr", "-1"], "--lr"),
+    (["--lr", "inf"], "Error: --lr must be positive, not inf"),
+    (["--lr", "nan"], "--lr"),
+    (["--lr-decay", "0"], "Error: --lr-decay must be in (0, 1], not 0.0"),
+    (["--encoding", "no-such-codec"], "Error: unknown encoding 'no-such-codec'"),
+    (["--errors", "sloppy"], "--errors"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD_TRAIN_OPTIONS, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_train_refuses_bad_options_by_name_before_reading(tmp_path, capsys, monkeypatch, names_x3_file, args, expected):
+    def no_work(*a, **k):
+        raise AssertionError("the text was read before the options were checked")
+
+    monkeypatch.setattr(data, "read_text", no_work)
+    code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz", *args)
+    line = error_line(code, err)
+    assert line.startswith(expected) if expected.startswith("Error:") else expected in line
+    assert not (tmp_path / "m.npz").exists()
+
+
+BAD_SAMPLE_OPTIONS = [
+    (["--top-p", "1.5"], "--top-p"),
+    (["--top-p", "0"], "Error: --top-p must be in (0, 1], not 0.0"),
+    (["--top-p", "-1"], "--top-p"),
+    (["--top-p", "nan"], "--top-p"),
+    (["--temperature", "-1"], "--temperature"),
+    (["--temperature", "inf"], "Error: --temperature must be 0 or more, not inf"),
+    (["--temperature", "nan"], "--temperature"),
+    (["--top-k", "-1"], "--top-k"),
+    (["-n", "0"], "--num"),
+    (["--length", "0"], "--length"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "x"], "--seed"),
+]
+
+
+@pytest.mark.parametrize("args,expected", BAD_SAMPLE_OPTIONS, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_sample_refuses_bad_options_by_name_before_loading(capsys, monkeypatch, good, args, expected):
+    def no_work(*a, **k):
+        raise AssertionError("the checkpoint was loaded before the options were checked")
+
+    monkeypatch.setattr(checkpoint, "load", no_work)
+    code, _, err = run(capsys, "sample", good / "names.npz", *args)
+    line = error_line(code, err)
+    assert line.startswith(expected) if expected.startswith("Error:") else expected in line
+
+
+def test_bad_configs_are_refused_by_name():
+    with pytest.raises(CharrnnError, match="--cell"):
+        ModelConfig(10, "transformer")
+    with pytest.raises(CharrnnError, match="--hidden-size"):
+        ModelConfig(10, "lstm", -1)
+    with pytest.raises(CharrnnError, match="--val-fraction"):
+        TrainConfig(val_fraction=1.0).check()
+    with pytest.raises(CharrnnError, match="--top-p"):
+        sample.check_options(1.0, 0, 1.5)
+
+
+# ---------------------------------------------------------------- help, entry point, start-up
 
 
 def test_every_command_has_help_with_an_example(capsys):

@@ -4,7 +4,6 @@ runs the same properties with thousands."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import zipfile
@@ -12,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_captured, run_quietly
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charrnn import checkpoint, data, model
-from charrnn.cli import main
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.sample import generate
@@ -165,11 +164,8 @@ def valid(tmp_path_factory) -> bytes:
     """The bytes of a small, valid checkpoint (lines mode, with best weights and optimizer state)."""
     d = tmp_path_factory.mktemp("valid")
     (d / "names.txt").write_text("anna\nbob\ncarl\ndora\nemil\nfina\ngus\nhana\n" * 3)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        with pytest.raises(SystemExit) as e:
-            main(["train", str(d / "names.txt"), "--out", str(d / "m.npz"), "--hidden-size", "4", "--steps", "2",
-                  "--eval-every", "1", "--quiet"])
-    assert e.value.code == 0
+    assert run_quietly("train", d / "names.txt", "--out", d / "m.npz", "--hidden-size", "4", "--steps", "2",
+                       "--eval-every", "1", "--quiet") == 0
     return Valid((d / "m.npz").read_bytes())
 
 
@@ -252,17 +248,6 @@ def meta_paths(meta, prefix=()):
             yield from meta_paths(v, prefix + (k,))
 
 
-def run_cli(*args) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    return code, err.getvalue()
-
-
 def check_meta_mutation(scratch: Path, valid: bytes, d) -> None:
     src = scratch / "valid.npz"
     src.write_bytes(valid)
@@ -290,7 +275,7 @@ def check_meta_mutation(scratch: Path, valid: bytes, d) -> None:
     (scratch / "held.txt").write_text("anna\nzoe\n")
     for args in (["inspect", p], ["inspect", p, "--json"], ["sample", p, "-n", "2", "--length", "5"],
                  ["sample", p, "-n", "2", "--length", "5", "--novel"], ["eval", p, scratch / "held.txt"]):
-        code, err = run_cli(*args)
+        code, _, err = run_captured(*args)
         assert "Traceback" not in err
         assert code == 0 or (code in (1, 2) and sum(line.startswith("Error:") for line in err.splitlines()) == 1), \
             (args, err, meta)

@@ -1,0 +1,138 @@
+"""charrnn.sample and `charrnn sample`: generating lines and running text, the sampling
+options, --prime, and novelty (new lines first, --novel, --allow-seen).
+
+Sampling options that are refused are in test_cli.py; arbitrary options are fuzzed in
+test_fuzz.py."""
+
+import re
+import sys
+from itertools import pairwise
+
+import numpy as np
+from helpers import NAMES_X4, TEN_NAMES_X3, TINY_H16_12STEPS, run, small_trainer
+
+from charrnn import checkpoint, model, sample
+from charrnn.model import ModelConfig
+from charrnn.vocab import EOS, UNK, Vocab
+
+# ---------------------------------------------------------------- generating
+
+
+def test_each_line_keeps_its_own_state_when_others_end():
+    """Lines that end leave the sampling batch; every character of every sample must still
+    be one of the 2 likeliest after that sample's own prefix (top_k=2), re-run alone."""
+    vocab = Vocab("abcdefgh")
+    cfg = ModelConfig(len(vocab), "lstm", 16, layers=2, dtype="float64")
+    rng = np.random.default_rng(2)  # a model whose lines end anywhere from 2 to 15 characters
+    params = model.init_params(cfg, rng)
+    s = sample.generate(params, cfg, vocab, "lines", n=40, length=15, top_k=2, rng=rng)
+    lengths = {len(t) for t in s.texts}
+    assert len(lengths) > 4 and max(lengths) == 15
+    for text in s.texts:
+        alone = model.Stepper(params, cfg, model.zero_state(cfg, 1), banned=[UNK])
+        ids = [EOS, *vocab.encode(text)[0]] + ([EOS] if len(text) < 15 else [])
+        for prev, nxt in pairwise(ids):
+            z = alone(np.array([prev]))[0]
+            assert nxt in np.argsort(z)[-2:], text
+
+
+# ---------------------------------------------------------------- novelty
+
+
+def test_novelty_hashes_cover_validation_lines_too():
+    """A sample equal to a held-out line is still a line of the user's file, not a new one."""
+    names = [f"name{k}" for k in range(40)]
+    tr = small_trainer("\n".join(names) + "\n", "lines", steps=1)
+    assert len(tr.corpus.val_starts) > 0
+    np.testing.assert_array_equal(tr.checkpoint().line_hashes, checkpoint.line_hashes(names))
+
+
+def test_membership_in_sorted_hashes_matches_isin():
+    rng = np.random.default_rng(0)
+    table = np.unique(rng.integers(0, 50, 30, dtype=np.uint64))
+    values = rng.integers(0, 60, 200, dtype=np.uint64)
+    np.testing.assert_array_equal(sample._in_sorted(values, table), np.isin(values, table))
+    assert not sample._in_sorted(values, table[:0]).any()
+
+
+def test_sampling_puts_new_lines_first_and_tops_up_with_the_rest():
+    tr = small_trainer(TEN_NAMES_X3, "lines", steps=30)
+    tr.fit()
+    ck = tr.checkpoint()
+    ck.line_hashes = np.zeros(0, np.uint64)
+    ck.meta["mode"] = "lines"
+    rng = np.random.default_rng(3)
+    texts = sample.generate_from(ck, 40, novel=False, rng=rng).texts
+    first = next(t for t in texts if t)
+    ck.line_hashes = checkpoint.line_hashes([first])  # now `first` is a line of the text
+    draws = 0
+    for novel in (None, True):
+        s = sample.generate_from(ck, 40, novel=novel, rng=np.random.default_rng(3))
+        new = [t for t in s.texts if t and t != first]
+        assert s.texts[: len(new)] == new and len(set(new)) == len(new)  # new, distinct, non-empty first
+        assert len(s.texts) == (40 if novel is None else len(new)) and s.repeats == len(s.texts) - len(new)
+        draws = s.generated
+    assert draws > 40  # the repeats of `first` and the duplicates sent it to more rounds
+    seen = sample.generate_from(ck, 40, novel=False, rng=np.random.default_rng(4)).texts
+    for table in (checkpoint.line_hashes(seen), checkpoint.hash_each(seen)[::-1]):  # sorted or not
+        ck.line_hashes = table
+        assert sample.generate_from(ck, 40, novel=None, max_rounds=1, rng=np.random.default_rng(4)).novel == 0
+    greedy = sample.generate_from(ck, 3, novel=None, temperature=0)
+    assert greedy.generated == 3  # deterministic: one round, not 20 copies of the same batch
+
+
+# ---------------------------------------------------------------- charrnn sample
+
+
+def test_one_stream_is_printed_as_it_grows(tmp_path, capsys, prose_file, monkeypatch):
+    out = tmp_path / "prose.npz"
+    assert run(capsys, "train", prose_file, "--out", out, "--mode", "stream", *TINY_H16_12STEPS)[0] == 0
+    writes = []
+    real_write = sys.stdout.write
+    monkeypatch.setattr(sys.stdout, "write", lambda s: writes.append(s) or real_write(s))
+    code, stdout, err = run(capsys, "sample", out, "--length", 300, "--seed", 1, "--prime", "It was")
+    assert code == 0, err
+    assert len(writes) > 5  # in pieces, not all at the end
+    ck = checkpoint.load(out)
+    whole = sample.generate_from(ck, 1, length=300, prime="It was", rng=np.random.default_rng(1)).texts[0]
+    assert stdout == whole + "\n"  # the same text as when it is written at once
+
+
+def test_sample_options(capsys, names_ckpt):
+    a = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
+    b = run(capsys, "sample", names_ckpt, "-n", 5, "--seed", 3)
+    assert a == b and a[0] == 0 and len(a[1].splitlines()) == 5
+    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--temperature", 0)
+    assert code == 0 and len(set(out.splitlines())) == 1  # greedy: every sample is the same
+    for opt in (["--top-k", 1], ["--top-p", 0.01]):
+        code, out, _ = run(capsys, "sample", names_ckpt, "-n", 4, "--seed", 0, *opt)
+        assert code == 0 and len(set(out.splitlines())) == 1  # only the likeliest character each time
+    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 3, "--prime", "an", "--seed", 0)
+    assert code == 0 and all(s.startswith("an") for s in out.splitlines())
+
+
+def test_sample_prime_with_unknown_characters_warns(capsys, names_ckpt):
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 2, "--prime", "Zoë", "--seed", 0)
+    assert code == 0
+    assert "2 character(s) of --prime are not in the vocabulary" in err
+    assert "\ufffd" not in out.replace("Zoë", "")  # <UNK> is never generated without --allow-unk
+
+
+def test_sample_line_models_prefer_new_lines_by_default(capsys, names_ckpt):
+    training = set(NAMES_X4.split())
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0)
+    assert code == 0 and len(out.splitlines()) == 30
+    assert "novelty:" in err
+    got = out.splitlines()
+    k = 30 - int(re.search(r"the last (\d+) are", err).group(1)) if "the last" in err else 30
+    assert not set(got[:k]) & training and len(set(got[:k])) == k and "" not in got[:k]  # new, distinct first
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 30, "--seed", 0, "--allow-seen")
+    assert code == 0 and len(out.splitlines()) == 30 and "novelty" not in err
+
+
+def test_sample_novel_reports_rate(capsys, names_ckpt):
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 5, "--novel", "--seed", 0)
+    assert code == 0
+    training = set(NAMES_X4.split())
+    assert not set(out.splitlines()) & training
+    assert "novelty:" in err and "are not in the training text" in err

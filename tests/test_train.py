@@ -1,0 +1,156 @@
+"""charrnn.train and `charrnn train` over time: the same seed gives the same run, resuming
+gives the run that never stopped, and a run whose loss diverges keeps its last good
+checkpoint.
+
+Saving checkpoints safely is in test_checkpoint.py, stopping by a signal in test_signals.py."""
+
+import json
+
+import numpy as np
+import pytest
+from helpers import TEN_NAMES_X3, TINY_H8_4STEPS, TINY_H16_12STEPS, arrays_of, error_line, run, small_trainer
+
+from charrnn import checkpoint, data, sample
+from charrnn.model import ModelConfig
+from charrnn.train import TrainConfig, Trainer
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_same_seed_same_model_losses_and_samples():
+    runs = []
+    for _ in range(2):
+        tr = small_trainer(TEN_NAMES_X3, "lines")
+        tr.fit()
+        s = sample.generate(tr.params, tr.model_cfg, tr.corpus.vocab, "lines", n=5,
+                            rng=np.random.default_rng(7))
+        runs.append((tr.params, tr.train_losses, tr.val_losses, s.texts))
+    (p1, l1, v1, s1), (p2, l2, v2, s2) = runs
+    assert all(np.array_equal(p1[k], p2[k]) for k in p1)
+    assert l1 == l2 and v1 == v2 and s1 == s2
+    other = small_trainer(TEN_NAMES_X3, "lines", seed=1)
+    other.fit()
+    assert not np.array_equal(other.params["W_h0"], p1["W_h0"])
+
+
+def test_float64_is_selectable():
+    c = data.make_corpus(TEN_NAMES_X3, "lines")
+    tr = Trainer(c, ModelConfig(len(c.vocab), "gru", 8, 1, dtype="float64"), TrainConfig(steps=3, eval_every=3))
+    tr.fit()
+    assert all(p.dtype == np.float64 for p in tr.params.values())
+
+
+# ---------------------------------------------------------------- resume
+
+
+def test_resume_continues_where_it_stopped(tmp_path, capsys, names_x4_file):
+    full, half = tmp_path / "full.npz", tmp_path / "half.npz"
+    common = ["--hidden-size", "16", "--layers", "2", "--dropout", "0.1", "--eval-every", "5", "--quiet"]
+    assert run(capsys, "train", names_x4_file, "--out", full, "--steps", 20, *common)[0] == 0
+    assert run(capsys, "train", names_x4_file, "--out", half, "--steps", 10, *common)[0] == 0
+    code, _, err = run(capsys, "train", names_x4_file, "--resume", half, "--steps", 20, "--quiet")
+    assert code == 0, err
+    a, b = checkpoint.load(full), checkpoint.load(half)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert np.array_equal(a.train_losses, b.train_losses)
+    assert np.array_equal(a.val_losses, b.val_losses)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("mode", ["lines", "stream"])
+@pytest.mark.parametrize("split", [6, 7])  # on an evaluation step (every 3), and between two (like Ctrl-C)
+def test_resume_is_bit_for_bit(tmp_path, capsys, monkeypatch, good, cell, mode, split):
+    text = good / ("names.txt" if mode == "lines" else "prose.txt")
+    if split % 3:  # every evaluation a plateau, so an extra one that counted would cut the rate (x0.1)
+        monkeypatch.setattr(Trainer, "evaluate", lambda self, params=None: 2.0)
+    common = ["--mode", mode, "--cell", cell, "--hidden-size", "12", "--layers", "2", "--dropout", "0.2",
+              "--seq-len", "16", "--batch-size", "4", "--eval-every", "3", "--lr-plateau", "0.1", "--quiet"]
+    whole, halves = tmp_path / "whole.npz", tmp_path / "halves.npz"
+    assert run(capsys, "train", text, "--out", whole, "--steps", "12", *common)[0] == 0
+    assert run(capsys, "train", text, "--out", halves, "--steps", str(split), *common)[0] == 0
+    code, _, err = run(capsys, "train", text, "--resume", halves, "--steps", "12", "--quiet")
+    assert code == 0, err
+    a, b = arrays_of(whole), arrays_of(halves)
+    assert set(a) == set(b)
+    # the extra evaluation at a split between scheduled ones is in the history and may pick other
+    # best weights; everything that steers training must be identical
+    kept = ("param", "opt", "state", "line_hashes") + (("best", "history") if split % 3 == 0 else ())
+    compared = [k for k in a if k.split(".")[0] in kept]
+    assert any(k.startswith("opt.") for k in compared) and any(k.startswith("param.") for k in compared)
+    for k in compared:
+        assert np.array_equal(a[k], b[k]), k
+    ma, mb = (json.loads(x["meta"].tobytes()) for x in (a, b))
+    for key in ("progress", "corpus") + (("best_val_loss",) if split % 3 == 0 else ()):
+        assert ma[key] == mb[key], key
+
+
+def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_x4_file):
+    ckpt = tmp_path / "m.npz"
+    assert run(capsys, "train", names_x4_file, "--out", ckpt, "--time", "0.01", *TINY_H16_12STEPS[:4],
+               "--quiet")[0] == 0
+    code, _, err = run(capsys, "train", names_x4_file, "--resume", ckpt, "--time", "0.02", "--patience", "9", "--quiet")
+    assert code == 0, err
+    assert checkpoint.load(ckpt).meta["train"]["patience"] == 9
+
+
+def test_cannot_change_the_model_when_resuming(tmp_path, capsys, good):
+    ck = tmp_path / "r.npz"
+    ck.write_bytes((good / "names.npz").read_bytes())
+    code, _, err = run(capsys, "train", good / "names.txt", "--resume", ck, "--hidden-size", "32")
+    assert error_line(code, err) == ("Error: --hidden-size cannot change when resuming (the checkpoint has 8); "
+                                     "train a new model instead")
+    assert ck.read_bytes() == (good / "names.npz").read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["lines", "stream"])
+def test_resume_on_a_much_shorter_text(tmp_path, capsys, mode):
+    long, short = tmp_path / "long.txt", tmp_path / "short.txt"
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefgh"), rng.integers(3, 9))) for _ in range(300)]
+    long.write_text("\n".join(words) + "\n" if mode == "lines" else " ".join(words) * 3)
+    short.write_text("\n".join(words[:5]) + "\n" if mode == "lines" else " ".join(words[:20]))
+    ck = tmp_path / "m.npz"
+    common = ["--mode", mode, "--hidden-size", "8", "--batch-size", "2", "--seq-len", "8", "--eval-every", "10",
+              "--quiet"]
+    assert run(capsys, "train", long, "--out", ck, "--steps", "20", *common)[0] == 0
+    code, _, err = run(capsys, "train", short, "--resume", ck, "--steps", "25", "--quiet")
+    assert code == 0, err
+    assert "this text differs from the one the checkpoint was trained on" in err
+    assert checkpoint.load(ck).meta["progress"]["step"] == 25
+
+
+# ---------------------------------------------------------------- a diverging loss keeps the last good checkpoint
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys, names_x3_file):
+    ck = tmp_path / "m.npz"
+    assert run(capsys, "train", names_x3_file, "--out", ck, *TINY_H8_4STEPS)[0] == 0
+    before = ck.read_bytes()
+    # a huge step overflows float32 at once; the evaluation right after it must not be saved
+    code, _, err = run(capsys, "train", names_x3_file, "--resume", ck, "--lr", "1e39", "--clip", "0", "--steps", "50",
+                       "--eval-every", "1", "--quiet")
+    line = error_line(code, err)
+    assert "NaN or infinite" in line or "the loss became" in line, line
+    assert "the checkpoint keeps the last good state" in line
+    assert ck.read_bytes() == before
+    assert checkpoint.load(ck).meta["progress"]["step"] == 4
+
+
+def test_nan_loss_mid_run_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch, names_x3_file):
+    from charrnn import model
+
+    ck = tmp_path / "m.npz"
+    real = model.loss_and_grads
+    calls = [0]
+
+    def nan_at_step_7(*a, **k):
+        calls[0] += 1
+        loss, grads, state = real(*a, **k)
+        return (float("nan") if calls[0] == 7 else loss), grads, state
+
+    monkeypatch.setattr(model, "loss_and_grads", nan_at_step_7)
+    code, _, err = run(capsys, "train", names_x3_file, "--out", ck, "--hidden-size", "8", "--steps", "20",
+                       "--eval-every", "3", "--quiet")
+    assert error_line(code, err) == ("Error: the loss became nan at step 7; the checkpoint keeps the last good "
+                                     "state: try a lower --lr or a smaller --clip")
+    assert checkpoint.load(ck).meta["progress"]["step"] == 6
