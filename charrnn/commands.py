@@ -313,7 +313,7 @@ def _write_now(piece: str) -> None:
 
 def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: float, top_k: int, top_p: float,
                prime: str, seed: int | None, allow_unk: bool, novel: bool | None) -> int:
-    check_options(temperature, top_k, top_p, num or 1, length or 1, seed)
+    check_options(temperature, top_k, top_p, 1 if num is None else num, 1 if length is None else length, seed)
     ck = checkpoint.load(ckpt)
     mode = ck.meta.mode
     if num is None:

@@ -28,11 +28,11 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path, mode):
         assert "meta" in z.files and all(z[k].dtype != object for k in z.files)
     ck = checkpoint.load(path)
     x = np.random.default_rng(0).integers(0, len(ck.vocab), (7, 3))
-    a, _, _ = model.forward(tr.params, tr.model_cfg, x)
-    b, _, _ = model.forward(ck.params, ck.cfg, x)
+    a = model.forward(tr.params, tr.model_cfg, x).logits
+    b = model.forward(ck.params, ck.cfg, x).logits
     assert np.array_equal(a, b)
     assert ck.vocab.chars == tr.corpus.vocab.chars
-    assert ck.meta["progress"]["step"] == 20
+    assert ck.meta.progress.step == 20
     assert len(ck.train_losses) == 20 and ck.val_losses.shape == (2, 2)
     assert all(np.array_equal(ck.opt[k], tr.opt[k]) for k in tr.opt)
 
@@ -272,7 +272,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, capsys, monkey
     line = error_line(code, err)
     assert line.startswith(f"Error: {ck}: cannot save the checkpoint (No space left on device)"), line
     assert ck.read_bytes() == before
-    assert checkpoint.load(ck).meta["progress"]["step"] == 4
+    assert checkpoint.load(ck).meta.progress.step == 4
     assert not list(tmp_path.glob(".m.npz.*")), "the half-written temporary file was left behind"
 
 

@@ -29,7 +29,7 @@ def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_x4_file, p
     code, stdout, err = run(capsys, "train", text, "--out", out, "--cell", cell, "--mode", mode, *TINY_H16_12STEPS)
     assert code == 0, err
     ck = checkpoint.load(out)
-    assert ck.cfg.cell == cell and ck.meta["mode"] == mode and ck.meta["progress"]["step"] == 12
+    assert ck.cfg.cell == cell and ck.meta.mode == mode and ck.meta.progress.step == 12
     code, stdout, err = run(capsys, "sample", out, "-n", 3, "--length", 40, "--seed", 1)
     assert code == 0, err
     lines = stdout.rstrip("\n").split("\n")
@@ -90,12 +90,12 @@ def test_eval_json(tmp_path, capsys, names_ckpt):
 @pytest.mark.parametrize("args,message", [
     (["train", "missing.txt"], "Error: missing.txt: no such file"),
     (["sample", "missing.npz"], "Error: missing.npz: no such file"),
-    (["train", "{names}", "--cell", "transformer"], "Error: Invalid value for '--cell'"),
-    (["sample", "{ckpt}", "--top-p", "1.5"], "Error: Invalid value for '--top-p'"),
-    (["sample", "{ckpt}", "--temperature", "-1"], "Error: Invalid value for '--temperature'"),
+    (["train", "{names}", "--cell", "transformer"], "Error: --cell must be one of rnn, gru, lstm, not 'transformer'"),
+    (["sample", "{ckpt}", "--top-p", "1.5"], "Error: --top-p must be in (0, 1], not 1.5"),
+    (["sample", "{ckpt}", "--temperature", "-1"], "Error: --temperature must be 0 or more, not -1.0"),
     (["train", "{names}", "--val-fraction", "1"], "Error: --val-fraction must be in [0, 1), not 1.0"),
     (["train", "{names}", "--dropout", "1"], "Error: --dropout must be in [0, 1), not 1.0"),
-    (["train", "{names}", "--hidden-size", "-3"], "Error: Invalid value for '--hidden-size'"),
+    (["train", "{names}", "--hidden-size", "-3"], "Error: --hidden-size must be at least 1, not -3"),
     (["eval", "{ckpt}", "{names}", "--encoding", "no-such-codec"], "Error: unknown encoding 'no-such-codec'"),
     (["inspect", "{names}"], "Error: {names}: not a usable charrnn checkpoint"),
 ])
@@ -106,6 +106,8 @@ def test_user_errors_are_one_line(capsys, names_x4_file, names_ckpt, args, messa
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message.format(names=names_x4_file)), err
     assert "Traceback" not in err
+    if message.startswith("Error: --"):  # an option value that cannot work is a usage error
+        assert code == 2, (code, err)
 
 
 @pytest.mark.parametrize("args", [["train", "--bogus"], ["sample"], ["frobnicate"], ["eval", "only-one-arg.npz"],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clirun import run
+from helpers import run
 
 from charrnn import checkpoint, model
 

@@ -49,7 +49,7 @@ def setup(cell, activation, layers, dropout=0.0, T=5, B=3, V=7, H=5, seed=0):
 def check_params(cfg, params, x, y, mask=None, state=None, dropout_seed=None):
     def loss():
         drng = None if dropout_seed is None else np.random.default_rng(dropout_seed)
-        logits, _, _ = model.forward(params, cfg, x, state, drng)
+        logits = model.forward(params, cfg, x, state, drng).logits
         return model.cross_entropy(logits, y, mask, grad=False)[0]
 
     drng = None if dropout_seed is None else np.random.default_rng(dropout_seed)
@@ -80,14 +80,15 @@ def test_carried_state_gradients(cell, activation, layers):
     check_params(cfg, params, x, y, None, state)
 
     def loss():
-        logits, _, _ = model.forward(params, cfg, x, state)
+        logits = model.forward(params, cfg, x, state).logits
         return model.cross_entropy(logits, y, None, grad=False)[0]
 
-    logits, _, cache = model.forward(params, cfg, x, state)
+    cache = model.forward(params, cfg, x, state)
+    logits = cache.logits
     _, dlogits, _ = model.cross_entropy(logits, y)
     _, dstate = model.backward(params, cfg, dlogits, cache)
-    for l, (s, ds) in enumerate(zip(state, dstate)):
-        for k, (arr, darr) in enumerate(zip(s, ds)):
+    for l, (s, ds) in enumerate(zip(state, dstate, strict=True)):
+        for k, (arr, darr) in enumerate(zip(s, ds, strict=True)):
             err = rel_error(darr, numeric_grad(loss, arr))
             assert err < 1e-6, f"gradient of the initial state, layer {l} part {k}, is off: {err:.2e}"
 

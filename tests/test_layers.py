@@ -40,7 +40,8 @@ def mixed_stack(cell: str, activation: str, V: int) -> list[Layer]:
 def test_specs_give_names_shapes_and_counts():
     cfg = ModelConfig(11, "lstm", 6, 3)
     stack = model.layer_specs(cfg)
-    assert [(layer.n_in, layer.hidden, layer.lookup) for layer in stack] == [(11, 6, True), (6, 6, False), (6, 6, False)]
+    assert [(layer.n_in, layer.hidden, layer.lookup) for layer in stack] == [
+        (11, 6, True), (6, 6, False), (6, 6, False)]
     shapes = model.param_shapes(cfg)
     assert shapes["W_x0"] == (11, 24) and shapes["W_h2"] == (6, 24) and shapes["b1"] == (24,)
     assert list(shapes)[-2:] == ["W_y", "b_y"] and shapes["W_y"] == (6, 11)

@@ -52,7 +52,7 @@ def test_fresh_model_loss_is_near_uniform(cell, activation):
     p = model.init_params(cfg, np.random.default_rng(0))
     rng = np.random.default_rng(1)
     x, y = rng.integers(0, V, (32, 16)), rng.integers(0, V, (32, 16))
-    logits, _, _ = model.forward(p, cfg, x)
+    logits = model.forward(p, cfg, x).logits
     loss = model.cross_entropy(logits, y, grad=False)[0]
     assert abs(loss - math.log(V)) / math.log(V) < 0.05
 
@@ -73,8 +73,9 @@ def test_each_cell_overfits_a_tiny_text(cell, activation):
     tr = Trainer(c, cfg, tc)
     tr.fit()
     state = None  # the whole text is one chunk; score it from a fresh state
-    x, y = tr.layout.batch(c.train, 0)
-    logits, state, _ = model.forward(tr.params, cfg, x, state)
+    x, y = tr.batches.layout.batch(c.train, 0)
+    fwd = model.forward(tr.params, cfg, x, state)
+    logits, state = fwd.logits, fwd.state
     loss = model.cross_entropy(logits, y, grad=False)[0]
     assert loss < 0.05, f"{cell}/{activation} only got to {loss:.3f} nats/char"
 
@@ -91,14 +92,15 @@ def test_sampling_steps_match_the_training_forward(cell, activation):
     params = model.init_params(cfg, rng)
     params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in params.items()}  # not the init pattern
     x = rng.integers(0, 9, (7, 3))
-    logits, final, _ = model.forward(params, cfg, x)
+    fwd = model.forward(params, cfg, x)
+    logits, final = fwd.logits, fwd.state
     step = model.Stepper(params, cfg, model.zero_state(cfg, 3), banned=[0])
     for t in range(7):
         z = step(x[t])
         assert np.isneginf(z[:, 0]).all()
         np.testing.assert_allclose(z[:, 1:], logits[t, :, 1:], rtol=1e-12, atol=1e-12)
-    for a, b in zip(step.state, final):
-        for u, v in zip(a, b):
+    for a, b in zip(step.state, final, strict=True):
+        for u, v in zip(a, b, strict=True):
             np.testing.assert_allclose(u, v, rtol=1e-12, atol=1e-12)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from helpers import NAMES_X4, TEN_NAMES_X3, TINY_H16_12STEPS, run, small_trainer
 
 from charrnn import checkpoint, model, sample
+from charrnn.config import Mode
 from charrnn.model import ModelConfig
 from charrnn.vocab import EOS, UNK, Vocab
 
@@ -60,7 +61,7 @@ def test_sampling_puts_new_lines_first_and_tops_up_with_the_rest():
     tr.fit()
     ck = tr.checkpoint()
     ck.line_hashes = np.zeros(0, np.uint64)
-    ck.meta["mode"] = "lines"
+    ck.meta.mode = Mode.LINES
     rng = np.random.default_rng(3)
     texts = sample.generate_from(ck, 40, novel=False, rng=rng).texts
     first = next(t for t in texts if t)

@@ -32,14 +32,14 @@ def test_real_signal_saves_and_resumes(tmp_path, capsys, names_x3_file, sig, cod
     assert proc.returncode == code, err
     assert "Traceback" not in err
     stopped = checkpoint.load(ck)
-    step = stopped.meta["progress"]["step"]
-    assert step >= 5 and stopped.meta["stop_reason"] == "interrupted"
+    step = stopped.meta.progress.step
+    assert step >= 5 and stopped.meta.stop_reason == "interrupted"
     assert f"{name}: saved {ck} at step {step:,}. Resume with:" in flat(err)
     assert f"charrnn train {names_x3_file} --resume {ck}" in err
     rc, _, err = run(capsys, "train", names_x3_file, "--resume", ck, "--steps", step + 3, "--quiet")
     assert rc == 0, err
     resumed = checkpoint.load(ck)
-    assert resumed.meta["progress"]["step"] == step + 3
+    assert resumed.meta.progress.step == step + 3
     assert np.array_equal(resumed.train_losses[:step], stopped.train_losses)
 
 

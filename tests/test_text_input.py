@@ -106,13 +106,13 @@ def test_text_shorter_than_one_sequence_trains_with_a_note(tmp_path, capsys, mod
                        *TINY_H8_4STEPS)
     assert code == 0, err
     ck = checkpoint.load(out)
-    assert ck.meta["progress"]["step"] == 4
+    assert ck.meta.progress.step == 4
     if mode == "stream":  # 12 ids, 11 for training: one stream of 10 steps
         assert "Note: batch size 8 -> 1: the text is short" in err
         assert "Note: sequence length 64 -> 10: the text is shorter than one sequence" in err
-        assert ck.meta["train"]["seq_len"] == 10
+        assert ck.meta.train.seq_len == 10
     else:  # one line: no validation split, the only line is the batch
-        assert ck.meta["train"]["batch_size"] == 1
+        assert ck.meta.train.batch_size == 1
 
 
 def test_two_character_text_trains(tmp_path, capsys):

@@ -90,7 +90,7 @@ def test_resume_may_change_the_stopping_options(tmp_path, capsys, names_x4_file)
                "--quiet")[0] == 0
     code, _, err = run(capsys, "train", names_x4_file, "--resume", ckpt, "--time", "0.02", "--patience", "9", "--quiet")
     assert code == 0, err
-    assert checkpoint.load(ckpt).meta["train"]["patience"] == 9
+    assert checkpoint.load(ckpt).meta.train.patience == 9
 
 
 def test_cannot_change_the_model_when_resuming(tmp_path, capsys, good):
@@ -116,7 +116,7 @@ def test_resume_on_a_much_shorter_text(tmp_path, capsys, mode):
     code, _, err = run(capsys, "train", short, "--resume", ck, "--steps", "25", "--quiet")
     assert code == 0, err
     assert "this text differs from the one the checkpoint was trained on" in err
-    assert checkpoint.load(ck).meta["progress"]["step"] == 25
+    assert checkpoint.load(ck).meta.progress.step == 25
 
 
 # ---------------------------------------------------------------- a diverging loss keeps the last good checkpoint
@@ -133,7 +133,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsy
     assert "NaN or infinite" in line or "the loss became" in line, line
     assert "the checkpoint keeps the last good state" in line
     assert ck.read_bytes() == before
-    assert checkpoint.load(ck).meta["progress"]["step"] == 4
+    assert checkpoint.load(ck).meta.progress.step == 4
 
 
 def test_nan_loss_mid_run_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch, names_x3_file):
@@ -153,4 +153,4 @@ def test_nan_loss_mid_run_keeps_the_last_good_checkpoint(tmp_path, capsys, monke
                        "--eval-every", "3", "--quiet")
     assert error_line(code, err) == ("Error: the loss became nan at step 7; the checkpoint keeps the last good "
                                      "state: try a lower --lr or a smaller --clip")
-    assert checkpoint.load(ck).meta["progress"]["step"] == 6
+    assert checkpoint.load(ck).meta.progress.step == 6
