@@ -39,7 +39,7 @@ from charrnn.errors import CharrnnError
 from charrnn.model import Params, State, layer_specs, param_shapes
 from charrnn.vocab import Vocab
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bidirectional models (their files say 2); forward models are still written as 1
 MAX_LOSS = -math.log(np.finfo(np.float64).tiny)  # 708.4 nats: no cross-entropy charrnn computes is larger
 
 
@@ -76,6 +76,7 @@ class Meta:
 
     mode: Mode = Mode.STREAM  # how the text was cut into examples
     objective: Objective = Objective.NEXT  # what the model predicts
+    mask_id: int | None = None  # masked objective: the input id that hides a character (V, one past the vocabulary)
     source: str = ""  # file name of the training text
     best_val_loss: float | None = None  # nats/char of the best weights (training loss without a val split)
     wall_time: float = 0.0  # seconds spent training, evaluations excluded
@@ -150,7 +151,7 @@ class Checkpoint:
     train_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     val_losses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     line_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
-    format_version: int = FORMAT_VERSION  # of the file it was loaded from
+    format_version: int = 1  # of the file it was loaded from
 
     @property
     def sampling_params(self) -> Params:
@@ -171,7 +172,8 @@ def line_hashes(lines: list[str]) -> np.ndarray:
 
 def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then rename over `path`."""
-    meta = dict(asdict(ck.meta), format_version=FORMAT_VERSION, model=ck.cfg.to_dict(), vocab=ck.vocab.chars)
+    version = 2 if ck.cfg.bidirectional else 1  # a forward model's file stays readable by charrnn before 2
+    meta = dict(asdict(ck.meta), format_version=version, model=ck.cfg.to_dict(), vocab=ck.vocab.chars)
     arrays: dict[str, np.ndarray] = {
         "meta": np.frombuffer(json.dumps(meta, ensure_ascii=True).encode("ascii"), dtype=np.uint8)
     }
@@ -253,7 +255,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
         info = parse(Meta, meta)
     except (MetaError, CharrnnError) as e:  # CharrnnError: a train config no option could give
         raise _bad(path, f"damaged metadata: {e}") from None
-    problem = meta_problem(info)
+    problem = meta_problem(info) or (
+        "a bidirectional model must predict masked characters" if info.objective != cfg.objective else "")
     if problem:
         raise _bad(path, f"damaged metadata: {problem}")
     if cfg.layers > len(arrays):  # before building specs for layers the file cannot hold

@@ -85,6 +85,11 @@ def train(
         None, help="Stop when validation has not improved for this many evaluations (0: never)."),
     seed: int = typer.Option(0, help="Random seed: same seed, same model."),
     dtype: str = typer.Option("float32", help="Floating-point type of the model: float32 or float64."),
+    bidirectional: bool = typer.Option(
+        False, "--bidirectional", help="Read both ways and learn to fill in hidden characters (for `charrnn fill` "
+        "and `embed`; such a model does not `sample`). Stream text is read in --seq-len chunks, no state carried."),
+    mask_rate: Optional[float] = typer.Option(
+        None, help="Bidirectional: fraction of characters hidden in each batch, in spans of 1-3 [default: 0.15]."),
     resume: Optional[Path] = typer.Option(
         None, help="Continue training from this checkpoint (same optimizer state, data position and RNG)."),
     encoding: EncodingOpt = "utf-8",
@@ -161,6 +166,52 @@ def eval_(
     from charrnn.commands import run_eval
 
     sys.exit(run_eval(ckpt, text_file, json_, encoding, errors))
+
+
+# ---------------------------------------------------------------- fill / embed
+
+
+@app.command(
+    help="Fill in missing characters: every BLANK in TEXT (default '_') becomes the model's choice.\n\n"
+    "A bidirectional model (train --bidirectional) reads the text both ways and fills the blank it is "
+    "surest of first, then the next. A forward model also works, more slowly: it scores the whole text "
+    "for every candidate (exact for one blank; a beam search over several, slow for many).\n\n"
+    "TEXT '-' or left out: fill each line of stdin, one result per line as it is ready.\n\n"
+    "Example: charrnn fill words.npz 'c_o_s_o_d' --top 3\n\n"
+    "Example: printf 'an_a\\nm_rgaret\\n' | charrnn fill names.npz"
+)
+def fill(
+    ckpt: CheckpointArg,
+    text: Optional[str] = typer.Argument(None, help="Text with blanks; '-' or nothing: lines from stdin."),
+    blank: str = typer.Option("_", help="The character that marks a missing one."),
+    top: int = typer.Option(1, help="Also list the N likeliest characters for each blank, with probabilities."),
+    json_: JsonOpt = False,
+    beam: int = typer.Option(8, help="Forward models with several blanks: partial fillings kept by the beam search."),
+) -> None:
+    from charrnn.commands import run_fill
+
+    sys.exit(run_fill(ckpt, text, blank, top, json_, beam))
+
+
+@app.command(
+    help="One vector per line of TEXT_FILE: a forward model's final state, or a bidirectional model's "
+    "[left-to-right state at the last character ; right-to-left state at the first].\n\n"
+    "Example: charrnn embed names.npz corpora/names.txt --out names.npy\n\n"
+    "Example: charrnn embed words.npz corpora/words.txt --nearest 5 --query 'castle'"
+)
+def embed(
+    ckpt: CheckpointArg,
+    text_file: Path = typer.Argument(..., help="Lines to embed (empty lines are skipped)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Write the vectors here as a float32 .npy (lines, width)."),
+    nearest: int = typer.Option(0, help="Print the K lines nearest to --query by cosine similarity."),
+    query: Optional[str] = typer.Option(None, help="Text to find the nearest lines to."),
+    encoding: EncodingOpt = "utf-8",
+    errors: ErrorsOpt = "strict",
+) -> None:
+    from charrnn.commands import run_embed
+
+    sys.exit(run_embed(ckpt, text_file, out, nearest, query, encoding, errors))
 
 
 def main(argv: list[str] | None = None) -> None:

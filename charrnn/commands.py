@@ -161,11 +161,15 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
         ("vocabulary", f"{len(corpus.vocab)} ({len(corpus.vocab) - 2} chars + <UNK> + <EOS>)"),
         ("train / val", f"{len(corpus.train):,} / {len(corpus.val):,} ids"
          + (f" ({len(corpus.train_starts):,} / {len(corpus.val_starts):,} lines)" if lines else "")),
-        ("model", f"{v('cell', model_cfg.cell)}" + (f" ({model_cfg.activation})" if model_cfg.cell == "rnn" else "")
+        ("model", ("bidirectional " if model_cfg.bidirectional else "")
+         + f"{v('cell', model_cfg.cell)}" + (f" ({model_cfg.activation})" if model_cfg.cell == "rnn" else "")
          + f", {v('layers', model_cfg.layers)} × {v('hidden_size', model_cfg.hidden_size)}, dropout "
          + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}, {n_params:,} parameters"),
         ("batches", f"{v('batch_size', cfg.batch_size)} × "
-         + (f"lines up to {v('seq_len', cfg.seq_len)}" if lines else f"{v('seq_len', cfg.seq_len)} steps")),
+         + (f"lines up to {v('seq_len', cfg.seq_len)}" if lines else f"{v('seq_len', cfg.seq_len)} steps")
+         + (", no state carried between chunks" if model_cfg.bidirectional and not lines else "")),
+        ("objective", f"hidden characters: {v('mask_rate', f'{cfg.mask_rate:.0%}')} of them, in spans of 1-3, "
+         "read as <MASK>; loss per hidden character" if model_cfg.bidirectional else "the next character"),
         ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}"
          + (f", ×{cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
          + (f", ×{cfg.lr_plateau} on plateau" if cfg.lr_plateau < 1 else "")
@@ -221,13 +225,32 @@ class TrainDisplay:
         line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(tr.train_losses[-tr.cfg.eval_every:]):.4f}"
         if val is not None:
             line += f"  [dim]val[/] {val:.4f}{best}"
-        lines = tr.corpus.mode == Mode.LINES
-        s = generate(tr.params, tr.model_cfg, tr.corpus.vocab, tr.corpus.mode, n=4 if lines else 1,
-                     length=tr.cfg.seq_len if lines else 80, temperature=0.8, rng=np.random.default_rng(tr.step))
-        preview = (", ".join(s.texts) if lines else s.texts[0]).replace("\n", "⏎")[:90]
+        preview = self.preview(tr).replace("\n", "⏎")[:90]
         self.bar.clear()
         err.print(line + f"  [cyan]{Text(preview).markup}[/]")
         self.bar.refresh()
+
+    def preview(self, tr: Trainer) -> str:
+        """A few sampled lines or a piece of text; for a bidirectional model, validation lines
+        with one character blanked and filled (blank → filled)."""
+        lines = tr.corpus.mode == Mode.LINES
+        if not tr.model_cfg.bidirectional:
+            s = generate(tr.params, tr.model_cfg, tr.corpus.vocab, tr.corpus.mode, n=4 if lines else 1,
+                         length=tr.cfg.seq_len if lines else 80, temperature=0.8, rng=np.random.default_rng(tr.step))
+            return ", ".join(s.texts) if lines else s.texts[0]
+        from charrnn import fill
+
+        c = tr.corpus
+        ids, starts = (c.val, c.val_starts) if len(c.val) > 1 else (c.train, c.train_starts)
+        texts, positions = fill.blank_one_each(c.mode, ids, starts, min(tr.cfg.seq_len, 40), seed=0, spread=3)
+        texts, positions = texts[:3], positions[:3]
+        ck = checkpoint.Checkpoint(tr.model_cfg, c.vocab, tr.params, meta=tr.meta())
+        got = fill.fill_each(ck, texts, positions)
+        shown_ = []
+        for t, p, g in zip(texts, positions, got, strict=True):
+            text = c.vocab.decode(t)
+            shown_.append(f"{text[:p]}_{text[p + 1:]} → {text[:p]}{c.vocab.token(int(g))}{text[p + 1:]}")
+        return ", ".join(shown_)
 
     def close(self) -> None:
         self.bar.close()
@@ -296,10 +319,13 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
         fig = report.loss_figures(best if math.isfinite(best) else None)
         summary = f"[bold]done[/]: {trainer.stop_reason}; {trainer.step:,} steps in {trainer.wall_time:,.0f} s"
         if fig["loss"] is not None:
-            summary += (f"; best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} nats/char "
+            unit = "nats per hidden char" if trainer.model_cfg.bidirectional else "nats/char"
+            summary += (f"; best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
                         f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
         out.print(summary)
-        out.print(f"saved [bold]{target}[/]: try  charrnn sample {target} -n 10")
+        bi = trainer.model_cfg.bidirectional
+        use = f"charrnn fill {target} 'th_ qu_ck'" if bi else f"charrnn sample {target} -n 10"
+        out.print(f"saved [bold]{target}[/]: try  {use}")
     return 0
 
 
@@ -315,6 +341,9 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: flo
                prime: str, seed: int | None, allow_unk: bool, novel: bool | None) -> int:
     check_options(temperature, top_k, top_p, 1 if num is None else num, 1 if length is None else length, seed)
     ck = checkpoint.load(ckpt)
+    if ck.cfg.bidirectional:
+        raise CharrnnError(f"{ckpt} is a bidirectional model: it fills in missing characters rather than "
+                           f"writing text; try  charrnn fill {ckpt} 'th_ qu_ck'")
     mode = ck.meta.mode
     if num is None:
         num = 10 if mode == Mode.LINES else 1  # a list of names; one running text
@@ -368,7 +397,8 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     top = Table(box=None, show_header=False, pad_edge=False)
     for _ in range(4):
         top.add_column()
-    cell = m["cell"] + (f" ({m['activation']})" if m["cell"] == "rnn" else "")
+    cell = ("bidirectional " if m.get("bidirectional") else "") + m["cell"] + (
+        f" ({m['activation']})" if m["cell"] == "rnn" else "")
     top.add_row("[dim]model[/]", f"{cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}",
                 "[dim]data[/]", f"{d.get('mode')} mode, {d.get('source') or '?'}, {d.get('chars', 0):,} chars"
                 + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
@@ -438,6 +468,8 @@ def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: 
         if len(ids) < 2:
             raise CharrnnError(f"{text_file}: needs at least 2 characters to score")
         chars = int(len(ids)) - 1  # the first character is context, not predicted
+    if ck.cfg.bidirectional:
+        return _eval_masked(ck, text_file, ids, starts, int(unk), as_json)
     loss = evaluate(ck.sampling_params, ck.cfg, mode, ids, starts, seq_len=ck.meta.train.seq_len)
     fig = report.loss_figures(loss)
     result = {**fig, "chars": chars, "unk_chars": int(unk), "mode": mode.value, "file": str(text_file)}
@@ -450,4 +482,110 @@ def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: 
               f"  perplexity {fig['perplexity']:.3f}")
     if unk:
         err.print(f"[yellow]Note:[/] {unk:,} characters are not in the model's vocabulary and were scored as <UNK>")
+    return 0
+
+
+def _eval_masked(ck: checkpoint.Checkpoint, text_file: Path, ids: np.ndarray, starts: np.ndarray, unk: int,
+                 as_json: bool) -> int:
+    """eval of a bidirectional model: the masked-character loss (characters hidden by a fixed seed, as
+    in training) and the fill accuracy with one character blanked per line or at spread positions."""
+    from charrnn import fill, report
+    from charrnn.score import masked_loss
+
+    mode, cfg = ck.meta.mode, ck.meta.train
+    loss = masked_loss(ck.sampling_params, ck.cfg, mode, ids, starts, cfg.seq_len, cfg.mask_rate, seed=0)
+    acc, n = fill.accuracy(ck, mode, ids, starts)
+    fig = report.loss_figures(loss)
+    result = {**fig, "objective": "masked", "fill_accuracy": acc, "fill_blanks": n, "unk_chars": unk,
+              "mode": mode.value, "file": str(text_file)}
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return 0
+    out.print(f"[bold]{text_file}[/] ({mode} mode, bidirectional): characters hidden as in training "
+              f"({cfg.mask_rate:.0%}, spans of 1-3, fixed seed)")
+    out.print(f"  loss       {fig['loss']:.4f} nats per hidden character\n  bits/char  {fig['bits_per_char']:.4f}\n"
+              f"  perplexity {fig['perplexity']:.3f}")
+    out.print(f"  fill       {acc:.1%} right with one character blanked in each of {n:,} "
+              + ("lines" if mode == Mode.LINES else "spread windows"))
+    if unk:
+        err.print(f"[yellow]Note:[/] {unk:,} characters are not in the model's vocabulary and were read as <UNK>")
+    return 0
+
+
+# ---------------------------------------------------------------- fill / embed
+
+
+def _input_lines(text: str | None, text_file: Path | None, encoding: str, errors: str) -> Iterator[str]:
+    """TEXT itself; or the lines of a file, or of stdin for '-' or nothing, one at a time."""
+    if text is not None and text != "-":
+        yield text
+        return
+    if text_file is not None:
+        from charrnn import data
+
+        yield from data.read_text(text_file, encoding, errors).splitlines()
+        return
+    for line in sys.stdin:
+        yield line.rstrip("\n")
+
+
+def run_fill(ckpt: Path, text: str | None, blank: str, top: int, as_json: bool, beam: int) -> int:
+    from charrnn import fill
+
+    if top < 1:
+        raise CharrnnError("--top must be at least 1")
+    if beam < 1:
+        raise CharrnnError("--beam must be at least 1")
+    ck = checkpoint.load(ckpt)
+    warned = False
+    for line in _input_lines(text, None, "utf-8", "strict"):
+        n_blanks = line.count(blank) if len(blank) == 1 else 0
+        if not ck.cfg.bidirectional and n_blanks >= 6 and not warned:
+            err.print(f"[yellow]Note:[/] {n_blanks} blanks with a forward model: each is a beam search step "
+                      f"over every character ({beam} × {len(ck.vocab) - 2} texts scored); a bidirectional "
+                      "model fills them in one pass each")
+            warned = True
+        f = fill.fill(ck, line, blank, top, beam)
+        if f.unknown:
+            err.print(f"[yellow]Warning:[/] {f.unknown} character(s) are not in the vocabulary: read as <UNK>")
+        if as_json:
+            print(json.dumps({"text": line, "filled": f.text, "blanks": [
+                {"position": b.position, "char": b.char, "candidates": [[c, round(p, 6)] for c, p in b.candidates]}
+                for b in f.blanks], "order": f.order}, ensure_ascii=False), flush=True)
+            continue
+        _write_now(f.text + "\n")
+        if top > 1:
+            for b in f.blanks:
+                cands = "  ".join(f"{shown(c)} {p:.1%}" for c, p in b.candidates)
+                _write_now(f"  {b.position:>3}: {cands}\n")
+    return 0
+
+
+def run_embed(ckpt: Path, text_file: Path, out_path: Path | None, nearest: int, query: str | None,
+              encoding: str, errors: str) -> int:
+    from charrnn import data, fill
+
+    if nearest < 0:
+        raise CharrnnError("--nearest must be 0 or more")
+    if (query is None) != (nearest == 0):
+        raise CharrnnError("--nearest K and --query TEXT go together")
+    if out_path is not None and (out_path.is_dir() or out_path.suffix != ".npy"):
+        raise CharrnnError(f"{out_path}: --out must be a .npy file")
+    ck = checkpoint.load(ckpt)
+    lines = [line for line in data.read_text(text_file, encoding, errors).splitlines() if line]
+    if not lines:
+        raise CharrnnError(f"{text_file}: no non-empty lines to embed")
+    encode = [ck.vocab.encode(line)[0].astype(np.int64) for line in lines]
+    vectors = fill.embed(ck, encode)
+    if out_path is not None:
+        np.save(out_path, vectors)
+        err.print(f"saved {out_path}: {vectors.shape[0]:,} lines × {vectors.shape[1]} float32")
+    if query is not None:
+        q = fill.embed(ck, [ck.vocab.encode(query)[0].astype(np.int64)])[0]
+        norms = np.linalg.norm(vectors, axis=1) * max(float(np.linalg.norm(q)), 1e-12)
+        sims = vectors @ q / np.maximum(norms, 1e-12)
+        for i in np.argsort(-sims, kind="stable")[:nearest]:
+            _write_now(f"{sims[i]:.4f}\t{lines[i]}\n")
+    elif out_path is None:
+        raise CharrnnError("nothing to do: give --out FILE.npy, or --nearest K --query TEXT")
     return 0

@@ -36,6 +36,7 @@ class Objective(str, Enum):
     """What the model is trained to predict."""
 
     NEXT = "next"  # the next character, from the characters before it
+    MASKED = "masked"  # characters replaced by <MASK>, from both sides (bidirectional models)
 
     def __str__(self) -> str:
         return self.value
@@ -50,6 +51,7 @@ class ModelConfig:
     activation: str = "tanh"  # rnn only: tanh | relu
     dropout: float = 0.0  # dropout on each layer's output while training; 0 disables
     dtype: str = "float32"  # float32 for speed, float64 for gradient checks
+    bidirectional: bool = False  # a right-to-left layer beside each left-to-right one; predicts masked characters
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,7 +73,14 @@ class ModelConfig:
             raise OptionError("; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.bidirectional:
+            del d["bidirectional"]  # so a forward model's file stays readable by charrnn before it (format 1)
+        return d
+
+    @property
+    def objective(self) -> Objective:
+        return Objective.MASKED if self.bidirectional else Objective.NEXT
 
 
 @dataclass
@@ -95,6 +104,7 @@ class TrainConfig:
     patience: int = 0  # stop when validation has not improved for this many evaluations (0: never)
     seed: int = 0  # initialisation, data order, split and dropout
     val_max_chars: int = 1_000_000  # evaluate on at most this many validation characters
+    mask_rate: float = 0.15  # bidirectional: fraction of characters masked per batch, in spans of 1-3
 
     def __post_init__(self) -> None:
         p = []
@@ -111,6 +121,8 @@ class TrainConfig:
             p.append(f"--lr must be positive, not {self.lr}")
         if not 0 < self.lr_decay <= 1:
             p.append(f"--lr-decay must be in (0, 1], not {self.lr_decay}")
+        if not 0 < self.mask_rate <= 0.5:
+            p.append(f"--mask-rate must be in (0, 0.5], not {self.mask_rate}")
         if not 0 < self.lr_plateau <= 1:
             p.append(f"--lr-plateau must be in (0, 1], not {self.lr_plateau}")
         if not (self.clip >= 0 and math.isfinite(self.clip)):

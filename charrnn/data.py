@@ -293,3 +293,56 @@ class Batches:
             return Batch(x, y, None, fresh=pos == 0)
         which = self.order(epoch)[pos * B : (pos + 1) * B]
         return Batch(*lines_batch(c.train, c.train_starts, which, self.seq_len))
+
+
+# ---------------------------------------------------------------- masked characters (bidirectional)
+
+MAX_SPAN = 3  # masked spans are 1 to MAX_SPAN characters long, so multi-character gaps are learned
+
+
+@dataclass
+class MaskedBatch:
+    """A batch for the masked-character objective: inputs with <MASK> where characters are hidden,
+    the true characters, and which positions count."""
+
+    x: np.ndarray  # (T, B) int32 inputs, mask_id at the hidden positions
+    y: np.ndarray  # (T, B) int32 the true characters
+    weights: np.ndarray  # (T, B) float32, 1 at hidden positions (the loss is the mean over them)
+    lengths: np.ndarray | None  # (B,) real steps per row (lines), or None: every row is T long
+
+
+def sequences(batch: Batch, mode: Mode) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """What a bidirectional model reads: (T, B) ids, lengths, and where characters may be hidden.
+
+    lines: [<EOS>, c_1 .. c_n, <EOS>], so both ends of the line are known; only c_i are hidden.
+    stream: the chunk's characters, any of which may be hidden."""
+    if mode == Mode.LINES:
+        assert batch.mask is not None
+        seq = np.concatenate([batch.x[:1], batch.y])  # (T + 1, B)
+        lengths = batch.mask.sum(axis=0).astype(np.int64) + 1
+        t = np.arange(len(seq))[:, None]
+        return seq, lengths, (t >= 1) & (t <= lengths[None, :] - 2)
+    return batch.y, None, np.ones(batch.y.shape, dtype=bool)
+
+
+def hide(candidates: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """(T, B) bool: spans of 1..MAX_SPAN positions among `candidates`, about `rate` of them in
+    all, at least one per row that has a candidate."""
+    T, B = candidates.shape
+    starts = (rng.random((T, B)) < rate * 2 / (1 + MAX_SPAN)) & candidates  # mean span (1 + MAX_SPAN) / 2
+    span = rng.integers(1, MAX_SPAN + 1, size=(T, B))
+    hidden = starts.copy()
+    for k in range(1, MAX_SPAN):
+        hidden[k:] |= (starts & (span > k))[:-k]
+    hidden &= candidates
+    empty = ~hidden.any(axis=0) & candidates.any(axis=0)  # rows with nothing hidden: hide one position
+    for b in np.flatnonzero(empty):
+        hidden[rng.choice(np.flatnonzero(candidates[:, b])), b] = True
+    return hidden
+
+
+def masked_batch(batch: Batch, mode: Mode, rate: float, rng: np.random.Generator, mask_id: int) -> MaskedBatch:
+    seq, lengths, candidates = sequences(batch, mode)
+    hidden = hide(candidates, rate, rng)
+    x = np.where(hidden, mask_id, seq).astype(np.int32)
+    return MaskedBatch(x, seq.astype(np.int32), hidden.astype(np.float32), lengths)

@@ -15,6 +15,14 @@ Inputs and targets are time-major id arrays (T, B); logits are (T, B, V).
 Per layer, a_t = x_t W_x + b for all steps at once, then the cell (charrnn.cells) runs over
 them; a layer with `reverse` reads its input right to left and its outputs are flipped back
 into reading order. Dropout (training only) multiplies each layer's outputs by a fixed mask.
+
+Bidirectional models (cfg.bidirectional) have two layers per level l, one each way, both reading
+the level below; the level's output is their concatenation [h→_t ; h←_t] (2H wide), which the
+next level and the output layer read (W_y is then (2H, V)). The reverse layer's parameters are
+named W_x{l}_rev, W_h{l}_rev, b{l}_rev. They are trained to predict masked characters: layer 0
+has one input row more than the vocabulary, id V = <MASK>, which the output never predicts.
+Rows of a batch may have different lengths (`lengths`, lines padded at the end): a reverse layer
+then reads each row from its own last character, so padding never reaches real positions.
 """
 
 from __future__ import annotations
@@ -62,8 +70,9 @@ class Layer:
         return 2 if self.cell == "lstm" else 1
 
     def names(self) -> tuple[str, str, str]:
-        """Its parameter names: W_x, W_h, b."""
-        return f"W_x{self.index}", f"W_h{self.index}", f"b{self.index}"
+        """Its parameter names: W_x, W_h, b (with _rev after the index for a right-to-left layer)."""
+        suffix = f"{self.index}_rev" if self.reverse else f"{self.index}"
+        return f"W_x{suffix}", f"W_h{suffix}", f"b{suffix}"
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         G = self.gates * self.hidden
@@ -71,10 +80,34 @@ class Layer:
         return {W_x: (self.n_in, G), W_h: (self.hidden, G), b: (G,)}
 
 
+def input_size(cfg: ModelConfig) -> int:
+    """Rows of W_x0: the vocabulary, and <MASK> (id V) for a bidirectional model."""
+    return cfg.vocab_size + 1 if cfg.bidirectional else cfg.vocab_size
+
+
 def layer_specs(cfg: ModelConfig) -> list[Layer]:
-    """The stack a config describes: `layers` layers of the same cell, each reading the one below."""
-    return [Layer(l, cfg.cell, cfg.vocab_size if l == 0 else cfg.hidden_size, cfg.hidden_size, cfg.activation)
-            for l in range(cfg.layers)]
+    """The stack a config describes: `layers` levels of the same cell, each reading the level below;
+    one layer per level, or a left-to-right and a right-to-left one when bidirectional."""
+    directions = (False, True) if cfg.bidirectional else (False,)
+    width = cfg.hidden_size * len(directions)  # what a level outputs
+    return [Layer(l, cfg.cell, input_size(cfg) if l == 0 else width, cfg.hidden_size, cfg.activation, reverse)
+            for l in range(cfg.layers) for reverse in directions]
+
+
+def levels(stack: list[Layer]) -> list[list[int]]:
+    """Positions in `stack` grouped by level (layers of one level read the same input)."""
+    out: list[list[int]] = []
+    for k, layer in enumerate(stack):
+        if out and stack[out[-1][0]].index == layer.index:
+            out[-1].append(k)
+        else:
+            out.append([k])
+    return out
+
+
+def output_width(stack: list[Layer]) -> int:
+    """Width of what the output layer reads: the top level's outputs side by side."""
+    return sum(stack[k].hidden for k in levels(stack)[-1])
 
 
 def param_shapes(cfg: ModelConfig, stack: list[Layer] | None = None) -> dict[str, tuple[int, ...]]:
@@ -82,19 +115,23 @@ def param_shapes(cfg: ModelConfig, stack: list[Layer] | None = None) -> dict[str
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in stack:
         shapes.update(layer.shapes())
-    shapes["W_y"] = (stack[-1].hidden, cfg.vocab_size)
+    shapes["W_y"] = (output_width(stack), cfg.vocab_size)
     shapes["b_y"] = (cfg.vocab_size,)
     return shapes
 
 
 def textbook_param_count(cfg: ModelConfig) -> int:
-    """(n_a + n_x) n_a + n_a per RNN layer, times 3 for a GRU, 4 for an LSTM; n_a n_y + n_y on top."""
+    """(n_a + n_x) n_a + n_a per RNN layer, times 3 for a GRU, 4 for an LSTM; n_a n_y + n_y on top.
+
+    Bidirectional: that per direction per layer, with n_x = V + 1 (<MASK>) at the bottom and 2 n_a
+    above; the output layer reads 2 n_a."""
     n_a, n_y = cfg.hidden_size, cfg.vocab_size
+    directions = 2 if cfg.bidirectional else 1
     total = 0
     for l in range(cfg.layers):
-        n_x = n_y if l == 0 else n_a
-        total += cells.GATES[cfg.cell] * ((n_a + n_x) * n_a + n_a)
-    return total + n_a * n_y + n_y
+        n_x = (n_y + 1 if cfg.bidirectional else n_y) if l == 0 else directions * n_a
+        total += directions * cells.GATES[cfg.cell] * ((n_a + n_x) * n_a + n_a)
+    return total + directions * n_a * n_y + n_y
 
 
 def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -126,7 +163,7 @@ def init_params(cfg: ModelConfig, rng: np.random.Generator, stack: list[Layer] |
         p[b] = np.zeros(k * H)
         if layer.cell == "lstm":
             cells.split_gates(p[b], "lstm")[cells.gate_index("lstm", "f")][...] = 1.0  # forget gate starts open
-    H_top = stack[-1].hidden
+    H_top = output_width(stack)
     p["W_y"] = rng.standard_normal((H_top, cfg.vocab_size)) / np.sqrt(H_top) * (0.1 if identity else 1.0)
     p["b_y"] = np.zeros(cfg.vocab_size)
     return {name: a.astype(cfg.dtype) for name, a in p.items()}
@@ -174,9 +211,10 @@ class LayerRun:
     inp: np.ndarray  # (T, B) ids for the lookup layer, else (T, B, n_in)
     trace: cells.Trace  # the cell's named intermediate values, in the order the cell ran
     mask: np.ndarray | None  # (T, B, H) dropout mask (already scaled), or None
+    rows_reversed: np.ndarray | None = None  # (T, B) the reverse layer's reading order of rows of other lengths
 
     def _reading_order(self, a: np.ndarray) -> np.ndarray:
-        return a[::-1] if self.layer.reverse else a
+        return _flip(a, self.rows_reversed) if self.layer.reverse else a
 
     @property
     def hs(self) -> np.ndarray:
@@ -206,6 +244,23 @@ class Forward:
     top: np.ndarray  # (T, B, H) what the output layer read: the last layer's outputs after dropout
 
 
+def reversal(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
+    """(T, B) time index that reverses each row within its own length (padding stays at the end),
+    or None when every row is T long (a plain flip)."""
+    if lengths is None or (lengths == T).all():
+        return None
+    t = np.arange(T)[:, None]
+    return np.where(t < lengths[None, :], lengths[None, :] - 1 - t, t)
+
+
+def _flip(a: np.ndarray, rows_reversed: np.ndarray | None) -> np.ndarray:
+    """a (T, B, ...) in the other direction of time: a[::-1], or row by row when lengths differ.
+    Its own inverse."""
+    if rows_reversed is None:
+        return a[::-1]
+    return a[rows_reversed, np.arange(a.shape[1])]
+
+
 def input_projection(layer: Layer, params: Params, inp: np.ndarray) -> np.ndarray:
     """A (T, B, G) with A[t] = x_t W_x + b, for inputs in the order the cell reads them."""
     W_x, _, b_name = layer.names()
@@ -230,20 +285,23 @@ def layer_forward(
     state: tuple[np.ndarray, ...],
     dropout: float = 0.0,
     dropout_rng: np.random.Generator | None = None,
+    lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], LayerRun]:
     """One layer over all T steps: its outputs (T, B, H) in reading order (after dropout when
-    `dropout_rng` is given), its final state, and its run for `layer_backward`."""
-    A = input_projection(layer, params, inp[::-1] if layer.reverse else inp)
+    `dropout_rng` is given), its final state, and its run for `layer_backward`. `lengths` (B,):
+    how many steps of each row are real (a reverse layer starts each row at its end)."""
+    rows_reversed = reversal(lengths, len(inp)) if layer.reverse else None
+    A = input_projection(layer, params, _flip(inp, rows_reversed) if layer.reverse else inp)
     c0 = state[1] if layer.cell == "lstm" else None
     Hs, final, trace = cells.forward(layer.cell, A, params[layer.names()[1]], state[0], c0, layer.activation)
     if layer.reverse:
-        Hs = Hs[::-1]
+        Hs = _flip(Hs, rows_reversed)
     mask = None
     if dropout_rng is not None and dropout > 0:
         mask = (dropout_rng.random(Hs.shape) >= dropout).astype(Hs.dtype)  # (T, B, H)
         mask *= 1 / (1 - dropout)
         Hs = Hs * mask
-    return Hs, tuple(s.copy() for s in final), LayerRun(layer, inp, trace, mask)
+    return Hs, tuple(s.copy() for s in final), LayerRun(layer, inp, trace, mask, rows_reversed)
 
 
 def layer_backward(
@@ -256,8 +314,9 @@ def layer_backward(
     W_x, W_h, b = layer.names()
     if run.mask is not None:
         dH *= run.mask
-    dA, dW_h, dstate = cells.backward(dH[::-1] if layer.reverse else dH, run.trace)
-    inp = run.inp[::-1] if layer.reverse else run.inp  # in the order the cell read it, as dA is
+    rev = run.rows_reversed
+    dA, dW_h, dstate = cells.backward(_flip(dH, rev) if layer.reverse else dH, run.trace)
+    inp = _flip(run.inp, rev) if layer.reverse else run.inp  # in the order the cell read it, as dA is
     T, B = dA.shape[:2]
     dA2 = dA.reshape(T * B, -1)  # (T*B, G)
     grads: Params = {W_h: dW_h}
@@ -268,7 +327,7 @@ def layer_backward(
     grads[W_x] = inp.reshape(T * B, -1).T @ dA2
     grads[b] = dA2.sum(axis=0)
     dX = (dA2 @ params[W_x].T).reshape(T, B, -1)  # (T, B, n_in)
-    return grads, (dX[::-1] if layer.reverse else dX), dstate
+    return grads, (_flip(dX, rev) if layer.reverse else dX), dstate
 
 
 def forward(
@@ -278,10 +337,11 @@ def forward(
     state: State | None = None,
     dropout_rng: np.random.Generator | None = None,
     stack: list[Layer] | None = None,
+    lengths: np.ndarray | None = None,
 ) -> Forward:
-    """Logits (T, B, V) for ids x (T, B), the final state, and every layer's run.
-
-    Dropout is applied only when `dropout_rng` is given (training)."""
+    """Logits (T, B, V) for ids x (T, B), the final state, and every layer's run (in the
+    order of the stack). Dropout is applied only when `dropout_rng` is given (training).
+    `lengths` (B,): real steps per row, for right-to-left layers over padded rows."""
     _keep_freed_memory()
     stack = stack if stack is not None else layer_specs(cfg)
     T, B = x.shape
@@ -290,10 +350,14 @@ def forward(
     inp: np.ndarray = x
     new_state: State = []
     runs = []
-    for layer, s0 in zip(stack, state, strict=True):
-        inp, final, run = layer_forward(layer, params, inp, s0, cfg.dropout, dropout_rng)
-        new_state.append(final)
-        runs.append(run)
+    for level in levels(stack):
+        outs = []
+        for k in level:
+            out, final, run = layer_forward(stack[k], params, inp, state[k], cfg.dropout, dropout_rng, lengths)
+            outs.append(out)
+            new_state.append(final)
+            runs.append(run)
+        inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)  # (T, B, sum of H)
     logits = (inp.reshape(T * B, -1) @ params["W_y"]).reshape(T, B, -1)  # (T, B, V)
     logits += params["b_y"]
     return Forward(logits, new_state, runs, x, inp)
@@ -307,12 +371,21 @@ def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, fwd: Forward
         "W_y": fwd.top.reshape(T * B, -1).T @ dlog2,  # (H, V)
         "b_y": dlog2.sum(axis=0),  # (V,)
     }
-    dH: np.ndarray | None = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, H)
+    dH: np.ndarray | None = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, width of the top level)
     dstate: State = [()] * len(fwd.layers)
-    for run in reversed(fwd.layers):
-        assert dH is not None  # only the lookup layer, which is at the bottom, returns none
-        layer_grads, dH, dstate[run.layer.index] = layer_backward(run, params, dH)
-        grads.update(layer_grads)
+    for level in reversed(levels([run.layer for run in fwd.layers])):
+        assert dH is not None  # only the lookup level, which is at the bottom, returns none
+        dX = None
+        start = 0
+        for k in level:  # each layer's columns of the level's output
+            run = fwd.layers[k]
+            H = run.layer.hidden
+            part = dH if len(level) == 1 else np.ascontiguousarray(dH[..., start : start + H])
+            start += H
+            layer_grads, dX_k, dstate[k] = layer_backward(run, params, part)
+            grads.update(layer_grads)
+            dX = dX_k if dX is None else dX + dX_k  # both directions read the same input
+        dH = dX
     return grads, dstate
 
 
@@ -428,9 +501,10 @@ def loss_and_grads(
     mask: np.ndarray | None = None,
     state: State | None = None,
     dropout_rng: np.random.Generator | None = None,
+    lengths: np.ndarray | None = None,
 ) -> tuple[float, Params, State]:
     """One training pass: mean loss, gradients, and the final state to carry forward."""
-    fwd = forward(params, cfg, x, state, dropout_rng)
+    fwd = forward(params, cfg, x, state, dropout_rng, lengths=lengths)
     loss, dlogits, _ = cross_entropy(fwd.logits, y, mask)
     assert dlogits is not None
     grads, _ = backward(params, cfg, dlogits, fwd)

@@ -13,11 +13,13 @@ where each character stands in the text:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from charrnn import model
 from charrnn.config import Mode, ModelConfig
-from charrnn.data import lines_batch
+from charrnn.data import Batch, lines_batch, masked_batch
 
 LINE_BATCH_CELLS = 65536  # T * B of one lines batch at most: bounds the logits' memory
 
@@ -77,6 +79,63 @@ def _score_stream(params, cfg, ids, seq_len, batch_size, out) -> None:
         out[rest + 1] = -model.token_nll(fwd.logits, ids[rest + 1, None].astype(np.int32))[:, 0]
 
 
+def _truncate(mode: Mode, ids: np.ndarray, starts: np.ndarray, max_chars: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most `max_chars` characters: whole lines up to that many in lines mode, the first ones in stream mode."""
+    if max_chars and len(ids) > max_chars:
+        if mode == Mode.LINES:
+            n = max(1, int(np.searchsorted(starts, max_chars)))  # the lines that start before the limit
+            if n < len(starts):
+                ids, starts = ids[: starts[n]], starts[:n]
+        else:
+            ids = ids[:max_chars]
+    return ids, starts
+
+
+def masked_batches(mode: Mode, ids: np.ndarray, starts: np.ndarray, seq_len: int) -> Iterator[Batch]:
+    """The text as batches for a bidirectional model, in a fixed order: lines of similar length
+    together (cut at seq_len as in training), or consecutive chunks of seq_len characters."""
+    if mode == Mode.LINES:
+        lengths = np.minimum(np.diff(np.r_[starts, len(ids)]), seq_len + 1)
+        order = np.argsort(lengths, kind="stable")
+        k = 0
+        while k < len(order):
+            B = max(1, min(256, LINE_BATCH_CELLS // int(lengths[order[min(k + 255, len(order) - 1)]])))
+            yield Batch(*lines_batch(ids, starts, order[k : k + B], seq_len))
+            k += B
+        return
+    n = len(ids) // seq_len
+    chunks = ids[: n * seq_len].reshape(n, seq_len).T.astype(np.int32)  # (T, n) consecutive chunks
+    if len(ids) > n * seq_len:  # the rest, as a shorter chunk of its own
+        yield Batch(ids[n * seq_len :, None].astype(np.int32), ids[n * seq_len :, None].astype(np.int32), None)
+    B = max(1, LINE_BATCH_CELLS // seq_len)
+    for k in range(0, n, B):
+        yield Batch(chunks[:, k : k + B], chunks[:, k : k + B], None)
+
+
+def masked_loss(
+    params: model.Params,
+    cfg: ModelConfig,
+    mode: Mode,
+    ids: np.ndarray,
+    starts: np.ndarray,
+    seq_len: int = 64,
+    rate: float = 0.15,
+    seed: int = 0,
+    max_chars: int = 0,
+) -> float:
+    """Mean loss in nats per hidden character of a bidirectional model, characters hidden as in
+    training (spans, `rate`) but by a fixed seed: the same figure every time."""
+    ids, starts = _truncate(mode, ids, starts, max_chars)
+    total, count = 0.0, 0.0
+    for k, batch in enumerate(masked_batches(mode, ids, starts, seq_len)):
+        mb = masked_batch(batch, mode, rate, np.random.default_rng([seed, 4, k]), model.input_size(cfg) - 1)
+        logits = model.forward(params, cfg, mb.x, lengths=mb.lengths).logits
+        loss, _, m = model.cross_entropy(logits, mb.y, mb.weights, grad=False)
+        total += loss * m
+        count += m
+    return total / max(count, 1.0)
+
+
 def evaluate(
     params: model.Params,
     cfg: ModelConfig,
@@ -89,13 +148,7 @@ def evaluate(
 ) -> float:
     """Mean loss in nats/char over `ids` (what `log_probs` scores), on at most `max_chars`
     characters: whole lines up to that many in lines mode, the first ones in stream mode."""
-    if max_chars and len(ids) > max_chars:
-        if mode == Mode.LINES:
-            n = max(1, int(np.searchsorted(starts, max_chars)))  # the lines that start before the limit
-            if n < len(starts):
-                ids, starts = ids[: starts[n]], starts[:n]
-        else:
-            ids = ids[:max_chars]
+    ids, starts = _truncate(mode, ids, starts, max_chars)
     lp = log_probs(params, cfg, mode, ids, starts, seq_len, batch_size)
     scored = lp[~np.isnan(lp)]
     return float(-scored.sum()) / len(scored)

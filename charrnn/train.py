@@ -19,10 +19,10 @@ import numpy as np
 from charrnn import model, optim
 from charrnn.checkpoint import Checkpoint, CorpusInfo, Meta, Progress, line_hashes
 from charrnn.config import Mode, ModelConfig, TrainConfig, auto_settings
-from charrnn.data import Batches, Corpus
+from charrnn.data import Batches, Corpus, masked_batch
 from charrnn.errors import CharrnnError
 from charrnn.model import Params, State
-from charrnn.score import evaluate
+from charrnn.score import evaluate, masked_loss
 
 __all__ = ["Trainer", "Plateau", "TrainConfig", "auto_settings", "evaluate"]
 
@@ -138,6 +138,8 @@ class Trainer:
         c, pl = self.corpus, self.plateau
         return Meta(
             mode=c.mode,
+            objective=self.model_cfg.objective,
+            mask_id=model.input_size(self.model_cfg) - 1 if self.model_cfg.bidirectional else None,
             source=self.source,
             best_val_loss=_inf_to_none(pl.best),
             wall_time=self.wall_time,
@@ -184,10 +186,17 @@ class Trainer:
         if self.pos >= self.batches_per_epoch:
             self.pos = 0
             self.epoch += 1
-        loss, grads, state = model.loss_and_grads(
-            self.params, self.model_cfg, batch.x, batch.y, batch.mask, self.state,
-            self.rng if self.model_cfg.dropout else None,
-        )
+        dropout_rng = self.rng if self.model_cfg.dropout else None
+        if self.model_cfg.bidirectional:  # hide characters; no state carried (both directions see the chunk)
+            hide_rng = np.random.default_rng([self.cfg.seed, 3, self.step])  # a function of the step: resumes exactly
+            mask_id = model.input_size(self.model_cfg) - 1
+            mb = masked_batch(batch, self.corpus.mode, self.cfg.mask_rate, hide_rng, mask_id)
+            loss, grads, _ = model.loss_and_grads(self.params, self.model_cfg, mb.x, mb.y, mb.weights, None,
+                                                  dropout_rng, mb.lengths)
+            state = None
+        else:
+            loss, grads, state = model.loss_and_grads(
+                self.params, self.model_cfg, batch.x, batch.y, batch.mask, self.state, dropout_rng)
         if not math.isfinite(loss):
             raise CharrnnError(
                 f"the loss became {loss} at step {self.step + 1}; the checkpoint keeps the last good "
@@ -205,10 +214,14 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
 
     def evaluate(self, params: Params | None = None) -> float | None:
-        """Mean validation loss in nats/char, or None without a validation split."""
+        """Mean validation loss in nats/char (per masked character for a bidirectional model), or
+        None without a validation split."""
         c = self.corpus
         if len(c.val) < 2 or (c.mode == Mode.LINES and len(c.val_starts) == 0):
             return None
+        if self.model_cfg.bidirectional:
+            return masked_loss(params or self.params, self.model_cfg, c.mode, c.val, c.val_starts,
+                               self.cfg.seq_len, self.cfg.mask_rate, self.cfg.seed, self.cfg.val_max_chars)
         return evaluate(params or self.params, self.model_cfg, c.mode, c.val, c.val_starts,
                         self.cfg.seq_len, self.cfg.val_max_chars)
 

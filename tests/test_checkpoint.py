@@ -127,7 +127,8 @@ def bad_checkpoint(kind: str, src: Path, dst: Path) -> str:
         return WHY
     if kind == "newer-version":
         rewritten(src, dst, meta=lambda m: m.update(format_version=99))
-        return f"{WHY} (format version 99 is newer than this charrnn reads (1): upgrade charrnn)"
+        newest = checkpoint.FORMAT_VERSION
+        return f"{WHY} (format version 99 is newer than this charrnn reads ({newest}): upgrade charrnn)"
     if kind == "no-version":
         rewritten(src, dst, meta=lambda m: m.pop("format_version"))
         return f"{WHY} (no format version)"

@@ -37,6 +37,26 @@ def mixed_stack(cell: str, activation: str, V: int) -> list[Layer]:
             Layer(2, cell, 4, 4, activation)]
 
 
+def test_reversed_layers_read_each_row_from_its_own_end():
+    """Rows of other lengths (padded lines): a right-to-left layer starts each row at its last real
+    step, so what stands in the padding never reaches the real positions."""
+    V, T = 6, 7
+    rev_layer = Layer(0, "gru", V, 4, reverse=True)
+    params = model.init_params(ModelConfig(V, "gru", 4, 1, dtype="float64"), np.random.default_rng(3))
+    params.update({rev: params[fwd] for fwd, rev in zip(Layer(0, "gru", V, 4).names(), rev_layer.names(), strict=True)})
+    x = np.random.default_rng(4).integers(0, V, (T, 3))
+    lengths = np.array([7, 4, 1])
+    h0 = (np.zeros((3, 4)),)
+    hs, _, run = model.layer_forward(rev_layer, params, x, h0, lengths=lengths)
+    for b, n in enumerate(lengths):
+        alone, _, _ = model.layer_forward(rev_layer, params, x[:n, b : b + 1], (np.zeros((1, 4)),))
+        np.testing.assert_allclose(hs[:n, b], alone[:, 0], err_msg=f"row {b}")
+    x2 = x.copy()
+    x2[5:, 1] = (x2[5:, 1] + 1) % V  # change row 1's padding
+    hs2, _, _ = model.layer_forward(rev_layer, params, x2, h0, lengths=lengths)
+    np.testing.assert_array_equal(hs2[:4, 1], hs[:4, 1])
+
+
 def test_specs_give_names_shapes_and_counts():
     cfg = ModelConfig(11, "lstm", 6, 3)
     stack = model.layer_specs(cfg)
@@ -92,6 +112,7 @@ def test_reversed_layer_reads_right_to_left(cell, activation):
     V = 6
     fwd_layer, rev_layer = Layer(0, cell, V, 4, activation), Layer(0, cell, V, 4, activation, reverse=True)
     params = model.init_params(ModelConfig(V, cell, 4, 1, activation, dtype="float64"), np.random.default_rng(3))
+    params.update({rev: params[fwd] for fwd, rev in zip(fwd_layer.names(), rev_layer.names(), strict=True)})
     x = np.random.default_rng(4).integers(0, V, (7, 2))
     h0 = tuple(np.zeros((2, 4)) for _ in range(fwd_layer.state_size))
     hs_rev, _, run = model.layer_forward(rev_layer, params, x, h0)

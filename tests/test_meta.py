@@ -50,8 +50,8 @@ def test_a_train_config_no_option_could_give_is_refused():
 
 
 def test_model_config_refuses_unknown_keys():
-    with pytest.raises(MetaError, match="unknown model.bidirectional"):
-        parse(ModelConfig, {"vocab_size": 5, "bidirectional": True}, "model.", strict=True)
+    with pytest.raises(MetaError, match="unknown model.heads"):
+        parse(ModelConfig, {"vocab_size": 5, "heads": 4}, "model.", strict=True)
     with pytest.raises(MetaError, match="vocab_size"):
         parse(ModelConfig, {"cell": "gru"}, "model.", strict=True)
 

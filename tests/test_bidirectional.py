@@ -1,0 +1,131 @@
+"""Bidirectional models: the two directions, the masked-character objective, and their gradients
+(float64 finite differences)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from charrnn import data, model
+from charrnn.config import Mode, ModelConfig
+
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-30))
+
+
+def numeric_grad(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    g = np.zeros_like(arr)
+    for i in np.ndindex(arr.shape):
+        old = arr[i]
+        arr[i] = old + eps
+        up = f()
+        arr[i] = old - eps
+        down = f()
+        arr[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+def lines_masked_batch(V: int, rng: np.random.Generator, rate: float = 0.3) -> data.MaskedBatch:
+    """Three lines of different lengths as a lines batch, with characters hidden."""
+    lines = [rng.integers(2, V, n) for n in (5, 2, 4)]
+    ids = np.concatenate([np.r_[line, 1] for line in lines]).astype(np.int32)  # each line ends in <EOS>
+    starts = data.line_starts(ids)
+    batch = data.Batch(*data.lines_batch(ids, starts, np.arange(3), 64))
+    return data.masked_batch(batch, Mode.LINES, rate, rng, mask_id=V)
+
+
+def test_specs_of_a_bidirectional_model():
+    cfg = ModelConfig(9, "gru", 4, 2, bidirectional=True)
+    stack = model.layer_specs(cfg)
+    assert [(layer.index, layer.reverse, layer.n_in) for layer in stack] == [
+        (0, False, 10), (0, True, 10), (1, False, 8), (1, True, 8)]  # V + <MASK>; then 2H
+    shapes = model.param_shapes(cfg)
+    assert shapes["W_x0_rev"] == (10, 12) and shapes["W_y"] == (8, 9)
+    assert sum(int(np.prod(s)) for s in shapes.values()) == model.textbook_param_count(cfg)
+
+
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_masked_loss_gradients_two_layers_with_dropout(cell, activation):
+    V, rng = 7, np.random.default_rng(0)
+    cfg = ModelConfig(V, cell, 4, 2, activation, dropout=0.25, dtype="float64", bidirectional=True)
+    params = model.init_params(cfg, rng)
+    for k in params:
+        params[k] += rng.standard_normal(params[k].shape) * 0.3
+    mb = lines_masked_batch(V, rng)
+    assert mb.weights.sum() >= 3 and (mb.x[mb.weights > 0] == V).all()
+
+    def loss() -> float:
+        fwd = model.forward(params, cfg, mb.x, None, np.random.default_rng(5), lengths=mb.lengths)
+        return model.cross_entropy(fwd.logits, mb.y, mb.weights, grad=False)[0]
+
+    _, grads, _ = model.loss_and_grads(params, cfg, mb.x, mb.y, mb.weights, None, np.random.default_rng(5),
+                                       lengths=mb.lengths)
+    assert set(grads) == set(params)
+    for name, p in params.items():
+        err = rel_error(grads[name], numeric_grad(loss, p))
+        assert err < 1e-6, f"gradient of {name} is off: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_backward_direction_mirrors_a_forward_model_on_the_reversed_text(cell, activation):
+    V = 6
+    bi = ModelConfig(V, cell, 5, 1, activation, dtype="float64", bidirectional=True)
+    fw = ModelConfig(V + 1, cell, 5, 1, activation, dtype="float64")  # the same input rows, <MASK> included
+    p = model.init_params(bi, np.random.default_rng(1))
+    q = {"W_x0": p["W_x0_rev"], "W_h0": p["W_h0_rev"], "b0": p["b0_rev"]}
+    x = np.random.default_rng(2).integers(0, V + 1, (9, 2))
+    got = model.forward(p, bi, x).layers[1].hs  # the right-to-left layer, in reading order
+    q.update(W_y=np.zeros((5, V + 1)), b_y=np.zeros(V + 1))
+    want = model.forward(q, fw, x[::-1]).layers[0].hs[::-1]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_no_leak_of_the_hidden_character(cell, layers):
+    """The prediction at a hidden position does not depend on the character hidden there, and does
+    depend on characters on both sides."""
+    V, rng = 8, np.random.default_rng(3)
+    cfg = ModelConfig(V, cell, 6, layers, bidirectional=True, dtype="float64")
+    params = model.init_params(cfg, rng)
+    ids = rng.integers(2, V, (12, 4))
+    batch = data.Batch(ids, ids, None)
+    a = data.masked_batch(batch, Mode.STREAM, 0.2, np.random.default_rng(7), mask_id=V)
+    other = np.where(a.weights > 0, (ids - 2 + 1) % (V - 2) + 2, ids)  # every hidden character changed
+    b = data.masked_batch(data.Batch(other, other, None), Mode.STREAM, 0.2, np.random.default_rng(7), mask_id=V)
+    np.testing.assert_array_equal(a.x, b.x)
+    la, lb = model.forward(params, cfg, a.x).logits, model.forward(params, cfg, b.x).logits
+    np.testing.assert_array_equal(la, lb)
+    t, col = np.argwhere(a.weights > 0)[0]
+    for s in (t - 1, t + 1):  # a visible neighbour on either side changes the prediction
+        if 0 <= s < 12 and a.weights[s, col] == 0:
+            x2 = a.x.copy()
+            x2[s, col] = (x2[s, col] - 2 + 1) % (V - 2) + 2
+            assert not np.allclose(model.forward(params, cfg, x2).logits[t, col], la[t, col])
+
+
+def test_hidden_spans_follow_the_rate_and_stay_on_candidates():
+    rng = np.random.default_rng(0)
+    candidates = np.ones((200, 50), dtype=bool)
+    candidates[:, 0] = False  # a row with nothing to hide
+    candidates[:3] = False
+    hidden = data.hide(candidates, 0.15, rng)
+    assert not (hidden & ~candidates).any()
+    assert 0.12 < hidden[:, 1:].mean() / candidates[:, 1:].mean() < 0.18
+    runs = np.diff(np.r_[0, hidden[:, 5].astype(int), 0])
+    assert max(np.flatnonzero(runs == -1) - np.flatnonzero(runs == 1)) <= 6  # spans of up to 3 may touch
+    one = np.zeros((10, 3), dtype=bool)
+    one[4, :] = True
+    assert (data.hide(one, 0.01, rng).sum(axis=0) == 1).all()  # at least one per row
+
+
+def test_lines_are_read_between_two_end_markers():
+    mb = lines_masked_batch(7, np.random.default_rng(4))
+    assert mb.lengths.tolist() == [7, 4, 6]
+    for b, n in enumerate(mb.lengths):
+        assert mb.y[0, b] == 1 and mb.y[n - 1, b] == 1  # <EOS> at both ends, never hidden
+        assert mb.weights[0, b] == 0 and mb.weights[n - 1 :, b].sum() == 0
