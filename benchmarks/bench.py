@@ -47,13 +47,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from charrnn import cells, checkpoint, model, optim, sample  # noqa: E402
+from charrnn import cells, checkpoint, fill, model, optim, sample  # noqa: E402
 from charrnn.config import Mode, ModelConfig, TrainConfig  # noqa: E402
-from charrnn.data import StreamLayout, make_corpus  # noqa: E402
+from charrnn.data import Batch, StreamLayout, make_corpus, masked_batch  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 CONFIGS = [("lstm", 256), ("gru", 256), ("rnn", 256), ("lstm", 128), ("lstm", 512)]
+BI_CONFIGS = ["lstm-256x1", "gru-256x1", "rnn-256x1", "lstm-256x2", "gru-256x2", "rnn-256x2"]
+MASK_RATE = 0.15
 B, T = 32, 64  # streams per batch, BPTT steps
 LR, CLIP = 2e-3, 5.0
 
@@ -110,6 +112,49 @@ class CharrnnRun:
         t0 = time.perf_counter()
         sample.generate(self.params, self.cfg, self.corpus.vocab, "stream", n=1, length=length, rng=rng)
         return length / (time.perf_counter() - t0)
+
+
+class BiCharrnnRun:
+    """Training steps of a bidirectional charrnn model on the masked-character objective: the
+    chunks of CharrnnRun, characters hidden as `charrnn train --bidirectional` hides them, no
+    state carried."""
+
+    def __init__(self, cell: str, hidden: int, layers: int, corpus: Any) -> None:
+        self.cfg = ModelConfig(len(corpus.vocab), cell, hidden, layers=layers, bidirectional=True)
+        self.params = model.init_params(self.cfg, np.random.default_rng(0))
+        self.opt = optim.init_state("adam", self.params)
+        self.corpus = corpus
+        self.layout = StreamLayout(len(corpus.train), B, T)
+        self.k = 0
+
+    def batch(self, k: int) -> Any:
+        x, y = self.layout.batch(self.corpus.train, k % self.layout.chunks)
+        return masked_batch(Batch(x, y, None), Mode.STREAM, MASK_RATE, np.random.default_rng(k), len(self.corpus.vocab))
+
+    def train_step(self) -> float:
+        mb = self.batch(self.k)
+        self.k += 1
+        loss, grads, _ = model.loss_and_grads(self.params, self.cfg, mb.x, mb.y, mb.weights, None)
+        optim.clip_(grads, CLIP)
+        optim.step_("adam", self.params, grads, self.opt, LR)
+        return loss
+
+
+def fill_seconds(cell: str, bidirectional: bool, reps: int) -> float:
+    """Median seconds of `fill.fill` on one 20-character line with one blank (a names-sized model,
+    1 x 256): one pass for a bidirectional model, every candidate scored for a forward one."""
+    vocab = Vocab("abcdefghijklmnopqrstuvwxyz")
+    cfg = ModelConfig(len(vocab), cell, 256, layers=1, bidirectional=bidirectional)
+    meta = checkpoint.Meta(mode=Mode.LINES, train=TrainConfig(seq_len=64))
+    ck = checkpoint.Checkpoint(cfg, vocab, model.init_params(cfg, np.random.default_rng(0)), meta=meta)
+    text = "christophermarlo_ewe"  # 20 characters, one blank
+    fill.fill(ck, text)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fill.fill(ck, text)
+        times.append(time.perf_counter() - t0)
+    return float(statistics.median(times))
 
 
 def names_model() -> tuple[Vocab, ModelConfig, model.Params]:
@@ -179,6 +224,39 @@ class TorchRun:
                 x.zero_()
                 x[0, 0, i] = 1
             return length / (time.perf_counter() - t0)
+
+
+class BiTorchRun:
+    """The same bidirectional model and masked objective in PyTorch: nn.LSTM/GRU/RNN(bidirectional=True)
+    on one-hot inputs of V + 1 (<MASK>) + nn.Linear(2H, V), cross-entropy at the hidden positions only."""
+
+    def __init__(self, torch: Any, cell: str, hidden: int, layers: int, ours: BiCharrnnRun) -> None:
+        self.torch, self.ours = torch, ours
+        nn = torch.nn
+        self.V = len(ours.corpus.vocab)
+        torch.manual_seed(0)
+        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](self.V + 1, hidden, num_layers=layers,
+                                                                          bidirectional=True)
+        self.out = nn.Linear(2 * hidden, self.V)
+        self.params = list(self.rnn.parameters()) + list(self.out.parameters())
+        self.opt = torch.optim.Adam(self.params, lr=LR)
+        self.k = 0
+
+    def train_step(self) -> Any:
+        torch = self.torch
+        mb = self.ours.batch(self.k)  # the same hidden positions as charrnn's k-th step
+        self.k += 1
+        x1 = torch.nn.functional.one_hot(torch.from_numpy(mb.x).long(), self.V + 1).float()  # (T, B, V + 1)
+        hs, _ = self.rnn(x1)
+        logits = self.out(hs)  # (T, B, V)
+        keep = torch.from_numpy(mb.weights.reshape(-1) > 0)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.V)[keep],
+                                                 torch.from_numpy(mb.y).long().reshape(-1)[keep])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, CLIP)
+        self.opt.step()
+        return loss.detach()
 
 
 # ---------------------------------------------------------------- measurements
@@ -319,6 +397,8 @@ def main() -> None:
     ap.add_argument("--block-seconds", type=float, default=1.5, help="target length of one timed block")
     ap.add_argument("--threads", type=int, default=THREADS, help="BLAS / torch threads [default: all cores]")
     ap.add_argument("--configs", default=",".join(f"{c}-{h}" for c, h in CONFIGS), help="cell-hidden, comma separated")
+    ap.add_argument("--bi-configs", default=",".join(BI_CONFIGS),
+                    help="bidirectional rows, cell-hidden x layers, comma separated ('' for none)")
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters generated per sampling measurement")
     ap.add_argument("--no-torch", action="store_true", help="charrnn only")
     ap.add_argument("--memory", action="store_true", help="also peak memory on a generated text (slow)")
@@ -345,7 +425,7 @@ def main() -> None:
     print(head)
     print("-" * len(head))
     rows = []
-    for spec in args.configs.split(","):
+    for spec in filter(None, args.configs.split(",")):
         cell, hidden = spec.split("-")[0], int(spec.split("-")[1])
         ours = CharrnnRun(cell, hidden, corpus)
         theirs = TorchRun(torch, cell, hidden, corpus) if torch else None
@@ -397,6 +477,32 @@ def main() -> None:
     print(f"\nmedians of {args.reps} alternating blocks; % sgemm = 6 x weights x chars/s over the matmul rate;")
     print("products: chars/s of a step that did only charrnn's matrix products (a ceiling for NumPy);")
     print(f"sampling: one stream, {args.sample_chars} characters, median of {1 if args.quick else 5} alternating runs")
+    bi_rows = []
+    if args.bi_configs:
+        print(f"\nbidirectional, masked characters ({MASK_RATE:.0%}, spans of 1-3), H per direction, no state carried")
+        print(f"{'model':<14}{'charrnn ch/s':>14}{'torch ch/s':>12}{'ratio':>7}")
+    for spec in filter(None, args.bi_configs.split(",")):
+        cell, size = spec.split("-")
+        hidden, layers = (int(v) for v in size.split("x"))
+        bi_ours = BiCharrnnRun(cell, hidden, layers, corpus)
+        bi_theirs = BiTorchRun(torch, cell, hidden, layers, bi_ours) if torch else None
+        per_step = time_block(bi_ours.train_step, 1)
+        steps = 2 if args.quick else max(2, int(args.block_seconds / per_step))
+        ours_rates, theirs_rates = [], []
+        for _ in range(args.reps):
+            ours_rates.append(B * T / time_block(bi_ours.train_step, steps))
+            if bi_theirs:
+                theirs_rates.append(B * T / time_block(bi_theirs.train_step, steps))
+        r_ours, r_theirs = median_rate(ours_rates), median_rate(theirs_rates) if bi_theirs else None
+        bi_rows.append({"cell": cell, "hidden": hidden, "layers": layers, "charrnn_chars_per_s": r_ours,
+                        "torch_chars_per_s": r_theirs, "ratio": r_ours / r_theirs if r_theirs else None,
+                        "charrnn_all": ours_rates, "torch_all": theirs_rates})
+        print(f"bi-{spec:<11}{r_ours:>14,.0f}{'-' if r_theirs is None else format(r_theirs, ',.0f'):>12}"
+              f"{'-' if r_theirs is None else format(r_ours / r_theirs, '.2f'):>7}", flush=True)
+    fills = {kind: fill_seconds("lstm", kind == "bidirectional", 3 if args.quick else 21)
+             for kind in ("bidirectional", "forward")}
+    print(f"fill one blank in a 20-character line (LSTM 1x256): bidirectional {1000 * fills['bidirectional']:.1f} ms, "
+          f"forward (every candidate scored) {1000 * fills['forward']:.1f} ms")
     names = names_seconds(100 if args.quick else 1000)
     print(f"{100 if args.quick else 1000:,} names (LSTM 1x256, up to 20 characters each): {names:.3f} s")
 
@@ -426,6 +532,8 @@ def main() -> None:
             "reps": args.reps,
             "sgemm_gflops": gemm,
             "train": rows,
+            "bidirectional_train": bi_rows,
+            "fill_seconds": fills,
             "names_seconds": names,
             "startup_seconds": startup,
             "memory": memory,

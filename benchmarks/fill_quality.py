@@ -1,0 +1,146 @@
+"""How well blanks are filled: a bidirectional model against a count baseline and a forward
+model's exact whole-line scoring, through the CLI and the library as a user would use them.
+
+    python benchmarks/fill_quality.py                       # names, 5 min per model (~11 min)
+    python benchmarks/fill_quality.py --minutes 0.05        # a smoke
+    python benchmarks/fill_quality.py --workdir runs/fill   # keep the checkpoints (reused if there)
+
+names: the split of benchmarks/quality.py (1,000 random names held out, seed 3407). Both models
+train on the rest with default settings and `--time MINUTES` (the forward one exactly as
+`charrnn train` picks, the bidirectional one with `--bidirectional`). Each held-out name gets one
+random position blanked (fixed seed); reported: top-1 fill accuracy of
+  - count baseline: the most frequent character between the same two characters on each side in
+    the training names (line ends count as characters), backing off to one on each side, then to
+    the most frequent character;
+  - the forward model, scoring the whole name (with its end) for every candidate: exact;
+  - the bidirectional model, one pass;
+with names per second of both models (batched, in process), and for spans: 3 consecutive
+letters blanked in names of 5+ letters, the rate at which the whole span is exactly right
+(forward: beam search of 8; bidirectional: surest blank first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from charrnn import checkpoint, fill
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SPAN = 3
+
+
+def charrnn(*args: str) -> str:
+    r = subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"charrnn {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
+    return r.stdout
+
+
+def count_baseline(train: list[str]) -> tuple[dict, dict, str]:
+    two: dict[tuple[str, str, str, str], Counter] = {}
+    one: dict[tuple[str, str], Counter] = {}
+    every: Counter = Counter()
+    for name in train:
+        s = "^^" + name + "$$"
+        for i in range(2, len(s) - 2):
+            two.setdefault((s[i - 2], s[i - 1], s[i + 1], s[i + 2]), Counter())[s[i]] += 1
+            one.setdefault((s[i - 1], s[i + 1]), Counter())[s[i]] += 1
+            every[s[i]] += 1
+    return ({k: c.most_common(1)[0][0] for k, c in two.items()}, {k: c.most_common(1)[0][0] for k, c in one.items()},
+            every.most_common(1)[0][0])
+
+
+def baseline_fill(tables: tuple[dict, dict, str], name: str, p: int, wide: bool = True) -> str:
+    two, one, top = tables
+    s = "^^" + name + "$$"
+    i = p + 2
+    if wide and (s[i - 2], s[i - 1], s[i + 1], s[i + 2]) in two:
+        return two[(s[i - 2], s[i - 1], s[i + 1], s[i + 2])]
+    return one.get((s[i - 1], s[i + 1]), top)
+
+
+def timed_fill_each(ck: checkpoint.Checkpoint, texts: list[np.ndarray], positions: list[int]
+                    ) -> tuple[np.ndarray, float]:
+    fill.fill_each(ck, texts[:20], positions[:20])  # warm up
+    t0 = time.perf_counter()
+    got = fill.fill_each(ck, texts, positions)
+    return got, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=5.0, help="training time of each model")
+    ap.add_argument("--workdir", type=Path, help="keep split files and checkpoints here (reused when present)")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    a = ap.parse_args()
+    if not (DATA / "names.txt").exists():
+        print(f"skipped: {DATA / 'names.txt'} not found")
+        return
+    words = (DATA / "names.txt").read_text().split()
+    order = list(range(len(words)))
+    random.Random(3407).shuffle(order)  # the split of benchmarks/quality.py
+    test, train = [words[i] for i in order[:1000]], [words[i] for i in order[1000:]]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = a.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "names_train.txt").write_text("\n".join(train) + "\n")
+        runs = {}
+        for kind, extra in (("forward", []), ("bidirectional", ["--bidirectional"])):
+            ckpt = work / f"names-{kind}.npz"
+            load0 = os.getloadavg()[0]
+            if not ckpt.exists():
+                t0 = time.perf_counter()
+                charrnn("train", str(work / "names_train.txt"), "-o", str(ckpt), "--time", str(a.minutes), "--quiet",
+                        *extra)
+                print(f"trained {kind} in {time.perf_counter() - t0:.0f} s (load average at start {load0:.2f})",
+                      flush=True)
+            runs[kind] = checkpoint.load(ckpt)
+        rng = np.random.default_rng(0)
+        positions = [int(rng.integers(len(n))) for n in test]
+        truth = np.array([n[p] for n, p in zip(test, positions, strict=True)])
+        tables = count_baseline(train)
+        result: dict = {"minutes": a.minutes, "names": len(test), "cpu_count": os.cpu_count()}
+        result["count_baseline"] = float(np.mean([baseline_fill(tables, n, p) == t
+                                                  for n, p, t in zip(test, positions, truth, strict=True)]))
+        result["count_baseline_one_each_side"] = float(np.mean([
+            baseline_fill(tables, n, p, wide=False) == t for n, p, t in zip(test, positions, truth, strict=True)]))
+        for kind, ck in runs.items():
+            texts = [ck.vocab.encode(n)[0].astype(np.int64) for n in test]
+            got, seconds = timed_fill_each(ck, texts, positions)
+            chars = np.array([ck.vocab.token(int(g)) for g in got])
+            result[kind] = {"accuracy": float((chars == truth).mean()), "names_per_s": len(test) / seconds,
+                            "steps": ck.meta.progress.step, "best_val_loss": ck.meta.best_val_loss}
+            long = [(n, int(rng.integers(len(n) - SPAN + 1))) for n in test if len(n) >= 5]
+            right = 0
+            t0 = time.perf_counter()
+            for n, s in long:
+                f = fill.fill(ck, n[:s] + "_" * SPAN + n[s + SPAN :])
+                right += f.text == n
+            result[kind]["span_exact"] = right / len(long)
+            result[kind]["span_names"] = len(long)
+            result[kind]["span_seconds"] = time.perf_counter() - t0
+        result["load_average_end"] = os.getloadavg()[0]
+    print(json.dumps(result, indent=2))
+    b, f = result["bidirectional"], result["forward"]
+    one_side = result["count_baseline_one_each_side"]
+    print(f"count baseline {result['count_baseline']:.1%} (one each side {one_side:.1%}); "
+          f"forward exact {f['accuracy']:.1%} at {f['names_per_s']:,.0f} names/s; bidirectional {b['accuracy']:.1%} "
+          f"at {b['names_per_s']:,.0f} names/s ({b['names_per_s'] / f['names_per_s']:.0f}x); spans of {SPAN}: "
+          f"forward {f['span_exact']:.1%}, bidirectional {b['span_exact']:.1%}")
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
