@@ -408,6 +408,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.reps, args.sample_chars = 1, 50
+        if args.bi_configs == ",".join(BI_CONFIGS):
+            args.bi_configs = "gru-32x1,lstm-32x2"  # the code paths, not the sizes
 
     torch = import_torch(not args.no_torch)
     text, source = load_text(args.data)

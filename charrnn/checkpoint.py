@@ -195,6 +195,7 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
             np.savez(f, **cast(dict[str, Any], arrays))  # numpy's stubs take ** for its allow_pickle flag
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))  # mkstemp made it 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:
@@ -203,6 +204,16 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
             raise CharrnnError(f"{path}: cannot save the checkpoint ({e.strerror or e}); "
                                "the previous one, if any, is unchanged") from None
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The mode a new file gets from the user's umask, or the mode of the file it replaces."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _bad(path: Path, why: str) -> CharrnnError:

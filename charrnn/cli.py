@@ -22,7 +22,23 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from charrnn import __version__
+
+        print(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="Print the version."),
+) -> None:
+    """Train character-level RNN/GRU/LSTM language models on any text file, and generate from them."""
 
 
 # Options and arguments that several commands share, declared once.
@@ -95,6 +111,7 @@ def train(
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = "strict",
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or previews."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing checkpoint at --out (not resumed)."),
 ) -> None:
     from charrnn.commands import run_train
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -36,7 +37,7 @@ TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 STOPS = ("steps", "epochs", "time_minutes")
 # options that may change when resuming; the others define the model and its data
 RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", *STOPS, "eval_every", "patience",
-             "quiet", "out", "resume", "text_file", "encoding", "errors"}
+             "quiet", "out", "resume", "text_file", "encoding", "errors", "force"}
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -100,14 +101,45 @@ def resumed_configs(o: dict[str, Any], explicit: set[str], resume: checkpoint.Ch
     return model_cfg, replace(old, **changes)
 
 
+def _same_file(a: Path, b: Path | None) -> bool:
+    try:
+        return b is not None and a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
 def checkpoint_target(o: dict[str, Any]) -> Path:
-    """Where the checkpoint goes: --out, else the resumed file, else TEXT_FILE's stem + .npz here."""
+    """Where the checkpoint goes: --out, else the resumed file, else TEXT_FILE's stem + .npz here.
+
+    An existing file there is replaced only if it is a charrnn checkpoint the user may write, is
+    not the training text, and is the one being resumed or --force says so."""
     text_file = Path(o["text_file"])
     target = Path(o["out"] or o["resume"] or Path.cwd() / f"{text_file.stem}.npz")
-    if target.exists() and (target.is_dir() or target.suffix != ".npz"):
-        raise CharrnnError(f"{target}: refusing to overwrite something that is not a .npz checkpoint (use --out)")
+    if target.is_dir():
+        raise CharrnnError(f"{target}: is a folder; give the checkpoint a file name, e.g. "
+                           f"--out {target / (text_file.stem + '.npz')}")
     if not target.parent.is_dir():
         raise CharrnnError(f"{target.parent}: no such folder for the checkpoint")
+    if not target.exists():
+        return target
+    if _same_file(target, text_file):
+        raise CharrnnError(f"{target}: refusing to overwrite the training text; choose another --out")
+    if target.suffix != ".npz":
+        raise CharrnnError(f"{target}: refusing to overwrite something that is not a .npz checkpoint; "
+                           "choose another --out")
+    if not os.access(target, os.W_OK) or not target.stat().st_mode & 0o200:  # root too: 0444 means "keep"
+        raise CharrnnError(f"{target}: refusing to overwrite a write-protected file; choose another --out")
+    try:
+        old = checkpoint.load(target)
+    except CharrnnError:
+        raise CharrnnError(f"{target}: refusing to overwrite a file that is not a charrnn checkpoint; "
+                           "choose another --out") from None
+    if not _same_file(target, Path(o["resume"]) if o["resume"] else None) and not o["force"]:
+        best = old.meta.best_val_loss
+        raise CharrnnError(
+            f"{target} already holds a model ({old.meta.progress.step:,} steps"
+            + (f", best loss {best:.4f}" if best is not None else "") + f"): continue it with --resume {target}, "
+            "write elsewhere with --out, or replace it with --force")
     return target
 
 

@@ -299,3 +299,39 @@ def test_unwritable_folder_is_an_error_line(tmp_path, capsys, monkeypatch, names
     monkeypatch.setattr(checkpoint.tempfile, "mkstemp", no_temp)
     code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz", *TINY_H8_4STEPS)
     assert error_line(code, err).startswith(f"Error: {tmp_path / 'm.npz'}: cannot save the checkpoint")
+
+
+def test_train_never_replaces_what_is_not_its_own_to_replace(tmp_path, capsys, names_x3_file):
+    """--out (or the default target) is replaced only when it is a charrnn checkpoint the user may
+    write, not the training text, and being resumed or --force is given; anything else is one
+    Error line and the file is untouched."""
+    ck = tmp_path / "m.npz"
+    assert run(capsys, "train", names_x3_file, "--out", ck, *TINY_H8_4STEPS)[0] == 0
+    before = ck.read_bytes()
+    code, _, err = run(capsys, "train", names_x3_file, "--out", ck, *TINY_H8_4STEPS)
+    line = error_line(code, err)
+    assert "already holds a model (4 steps, best loss" in line and "--resume" in line and "--force" in line
+    assert ck.read_bytes() == before
+    assert run(capsys, "train", names_x3_file, "--resume", ck, "--steps", "6", "--quiet")[0] == 0  # resuming it: fine
+    assert run(capsys, "train", names_x3_file, "--out", ck, "--force", *TINY_H8_4STEPS)[0] == 0
+    assert checkpoint.load(ck).meta.progress.step == 4
+    text_npz = tmp_path / "corpus.npz"  # a text file that happens to end in .npz, trained on and written to
+    text_npz.write_text(names_x3_file.read_text())
+    code, _, err = run(capsys, "train", text_npz, "--out", text_npz, "--force", *TINY_H8_4STEPS)
+    assert "refusing to overwrite the training text" in error_line(code, err)
+    assert text_npz.read_text() == names_x3_file.read_text()
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.arange(3))
+    code, _, err = run(capsys, "train", names_x3_file, "--out", other, "--force", *TINY_H8_4STEPS)
+    assert "not a charrnn checkpoint" in error_line(code, err)
+    assert np.load(other)["x"].tolist() == [0, 1, 2]
+    locked = tmp_path / "locked.npz"
+    locked.write_bytes(before)
+    locked.chmod(0o444)  # read-only: kept even when running as root, who could write it
+    code, _, err = run(capsys, "train", names_x3_file, "--out", locked, "--force", *TINY_H8_4STEPS)
+    assert "write-protected" in error_line(code, err) and locked.read_bytes() == before
+
+
+def test_out_that_is_a_folder_says_so(tmp_path, capsys, names_x3_file):
+    code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path, *TINY_H8_4STEPS)
+    assert f"is a folder; give the checkpoint a file name, e.g. --out {tmp_path / 'names.npz'}" in error_line(code, err)

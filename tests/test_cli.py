@@ -228,3 +228,24 @@ def test_sample_imports_only_what_sampling_needs(names_ckpt):
     r = subprocess.run([sys.executable, "-c", probe, str(names_ckpt)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version_and_short_help(capsys):
+    from charrnn import __version__
+
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"charrnn {__version__}"
+    code, out, _ = run(capsys, "train", "-h")
+    assert code == 0 and "--bidirectional" in out and "Example: charrnn train" in out
+
+
+def test_checkpoints_are_written_with_the_users_umask(tmp_path, capsys, names_x4_file):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        code, _, err = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", *TINY_H16_12STEPS)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o640

@@ -70,7 +70,7 @@ def test_invalid_utf8_trains_with_the_encoding_it_hints_at(tmp_path, capsys):
     code, _, err = run(capsys, "train", path, "--out", out, "--encoding", "latin-1", *TINY_H8_4STEPS)
     assert code == 0, err
     assert {"é", "ï", "ñ"} <= set(checkpoint.load(out).vocab.chars)
-    code, _, err = run(capsys, "train", path, "--out", out, "--errors", "replace", *TINY_H8_4STEPS)
+    code, _, err = run(capsys, "train", path, "--out", out, "--errors", "replace", "--force", *TINY_H8_4STEPS)
     assert code == 0, err
     assert "\ufffd" in checkpoint.load(out).vocab.chars
     code, stdout, err = run(capsys, "eval", out, path, "--encoding", "latin-1", "--json")
@@ -223,7 +223,8 @@ def test_thousands_of_cjk_characters_kept_sane_by_max_vocab_and_min_count(tmp_pa
     assert code == 0, err
     assert len(checkpoint.load(out).vocab) == 102
     assert "characters of the text are <UNK>" in err
-    code, _, err = run(capsys, "train", path, "--out", out, "--mode", "stream", "--min-count", "3", *TINY_H8_4STEPS)
+    code, _, err = run(capsys, "train", path, "--out", out, "--mode", "stream", "--min-count", "3", "--force",
+                       *TINY_H8_4STEPS)
     assert code == 0, err
     kept = checkpoint.load(out).vocab.chars
     text = path.read_text(encoding="utf-8")
