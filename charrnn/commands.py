@@ -20,7 +20,7 @@ import numpy as np
 from rich.console import Console
 
 from charrnn import checkpoint
-from charrnn.config import Mode, ModelConfig, TrainConfig, option
+from charrnn.config import Mode, ModelConfig, Objective, TrainConfig, option
 from charrnn.errors import CharrnnError
 from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
@@ -464,7 +464,7 @@ def run_export(ckpt: Path, target: Path) -> int:
     if not target.parent.is_dir():
         raise CharrnnError(f"{target.parent}: no such folder")
     ck = checkpoint.load(ckpt)
-    if ck.meta.objective != interop.Objective.NEXT:  # the only one today; a new one needs its own mapping
+    if ck.meta.objective != Objective.NEXT:  # the only one today; a new one needs its own mapping
         raise CharrnnError(f"{ckpt}: cannot export a model with objective {ck.meta.objective}")
     export = interop.Export(ck.cfg, ck.vocab, ck.meta.mode, ck.meta.objective, ck.meta.source, ck.meta.train.seq_len)
     tensors = interop.to_torch(ck.sampling_params, ck.cfg)

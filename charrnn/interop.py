@@ -176,6 +176,8 @@ def parse_metadata(meta: Any) -> Export:
     chars = _field(v, "chars", str, "vocab")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in chars):
         raise InteropError("unpaired surrogates in the vocabulary")
+    if len(chars) + len(SPECIALS) > np.iinfo(np.uint16).max:  # ids are stored as uint16 at most
+        raise InteropError(f"{len(chars):,} characters in the vocabulary is more than charrnn handles")
     vocab = Vocab(chars)  # refuses unsorted or repeated characters
     m = _json_table(meta, "model")
     cell, nonlinearity, dtype = (_field(m, k, str, "model") for k in ("cell", "nonlinearity", "dtype"))
@@ -303,3 +305,5 @@ def read_file(path: str | os.PathLike) -> tuple[Export, Params]:
         return export, from_torch(tensors, export.cfg)
     except CharrnnError as e:  # OptionError included: a bad file is not a bad option
         raise InteropError(f"{path}: {e}") from None
+    except OSError as e:
+        raise InteropError(f"{path}: cannot read it ({e.strerror or e})") from None
