@@ -231,6 +231,41 @@ def embed(
     sys.exit(run_embed(ckpt, text_file, out, nearest, query, encoding, errors))
 
 
+# ---------------------------------------------------------------- export / import
+
+
+@app.command(
+    help="Write a checkpoint's best weights as PyTorch nn.LSTM/nn.GRU/nn.RNN + nn.Linear tensors in a "
+    ".safetensors file, with the vocabulary and config in its metadata. An existing OUT is overwritten "
+    "only if it is a .safetensors file.\n\n"
+    "Example: charrnn export names.npz names.safetensors"
+)
+def export(
+    ckpt: CheckpointArg,
+    out: Path = typer.Argument(..., help="The .safetensors file to write."),
+) -> None:
+    from charrnn.commands import run_export
+
+    sys.exit(run_export(ckpt, out))
+
+
+@app.command(
+    name="import",
+    help="Read a .safetensors file written by `charrnn export` (or by a PyTorch program that keeps its "
+    "layout) into a checkpoint that sample, inspect and eval use. It has no optimizer state: training "
+    "it further with --resume starts a fresh optimizer.\n\n"
+    "Example: charrnn import trained.safetensors --out trained.npz"
+)
+def import_(
+    source: Path = typer.Argument(..., help="The .safetensors file to read."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="Checkpoint to write [default: the file's stem + .npz here]."),
+) -> None:
+    from charrnn.commands import run_import
+
+    sys.exit(run_import(source, out))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one `Error:` line on stderr, never a traceback."""
     from charrnn.errors import CharrnnError, OptionError

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 
 from charrnn import checkpoint
-from charrnn.config import Mode, ModelConfig, TrainConfig, option
+from charrnn.config import Mode, ModelConfig, Objective, TrainConfig, option
 from charrnn.errors import CharrnnError
 from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
@@ -620,4 +620,50 @@ def run_embed(ckpt: Path, text_file: Path, out_path: Path | None, nearest: int, 
             _write_now(f"{sims[i]:.4f}\t{lines[i]}\n")
     elif out_path is None:
         raise CharrnnError("nothing to do: give --out FILE.npy, or --nearest K --query TEXT")
+    return 0
+
+
+# ---------------------------------------------------------------- export / import
+
+
+def run_export(ckpt: Path, target: Path) -> int:
+    from charrnn import interop
+
+    if target.exists() and (target.is_dir() or target.suffix != ".safetensors"):
+        raise CharrnnError(f"{target}: refusing to overwrite something that is not a .safetensors file")
+    if not target.parent.is_dir():
+        raise CharrnnError(f"{target.parent}: no such folder")
+    ck = checkpoint.load(ckpt)
+    if ck.meta.objective != Objective.NEXT:  # the only one today; a new one needs its own mapping
+        raise CharrnnError(f"{ckpt}: cannot export a model with objective {ck.meta.objective}")
+    export = interop.Export(ck.cfg, ck.vocab, ck.meta.mode, ck.meta.objective, ck.meta.source, ck.meta.train.seq_len)
+    tensors = interop.to_torch(ck.sampling_params, ck.cfg)
+    interop.write_file(target, tensors, interop.metadata(export))
+    cfg = ck.cfg
+    kind = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cfg.cell]
+    out.print(f"wrote [bold]{target}[/]: {len(tensors)} tensors ({'best' if ck.best is not None else 'current'} "
+              f"weights), nn.{kind}({cfg.vocab_size}, {cfg.hidden_size}, num_layers={cfg.layers}"
+              + (f", nonlinearity='{cfg.activation}'" if cfg.cell == "rnn" else "")
+              + f") + nn.Linear({cfg.hidden_size}, {cfg.vocab_size}) as 'out', {cfg.dtype}, one-hot inputs")
+    return 0
+
+
+def run_import(source: Path, target: Path | None) -> int:
+    from charrnn import interop
+
+    target = target or Path.cwd() / f"{source.stem}.npz"
+    if target.exists() and (target.is_dir() or target.suffix != ".npz"):
+        raise CharrnnError(f"{target}: refusing to overwrite something that is not a .npz checkpoint (use --out)")
+    if not target.parent.is_dir():
+        raise CharrnnError(f"{target.parent}: no such folder for the checkpoint")
+    export, params = interop.read_file(source)
+    meta = checkpoint.Meta(mode=export.mode, objective=export.objective, source=export.source,
+                           stop_reason=f"imported from {source.name}",
+                           train=TrainConfig(mode=export.mode.value, seq_len=export.seq_len))
+    # sampling-only: the weights are both current and best; no optimizer state or history came with them
+    ck = checkpoint.Checkpoint(export.cfg, export.vocab, params, dict(params), meta=meta)
+    checkpoint.save(target, ck)
+    cfg = export.cfg
+    out.print(f"saved [bold]{target}[/]: {cfg.cell}, {cfg.layers} × {cfg.hidden_size}, {cfg.dtype}, "
+              f"vocabulary {len(export.vocab)}, {export.mode} mode; try  charrnn sample {target}")
     return 0

@@ -110,7 +110,10 @@ class Trainer:
         p = ck.meta.progress
         self.params = {k: v.copy() for k, v in ck.params.items()}
         self.opt = {k: v.copy() for k, v in ck.opt.items()} or optim.init_state(self.cfg.optimizer, self.params)
-        if set(self.opt) != set(optim.init_state(self.cfg.optimizer, self.params)):
+        if not ck.opt:
+            self.notes.append("the checkpoint has no optimizer state (imported weights are saved without one): "
+                              f"{self.cfg.optimizer} starts fresh from these weights")
+        elif set(self.opt) != set(optim.init_state(self.cfg.optimizer, self.params)):
             self.notes.append(f"optimizer changed to {self.cfg.optimizer}: its state starts fresh")
             self.opt = optim.init_state(self.cfg.optimizer, self.params)
         self.rng = np.random.default_rng()

@@ -1,0 +1,257 @@
+"""`charrnn export` / `charrnn import` (charrnn.interop): the round trip is exact for every cell,
+the tensors mean in PyTorch what the weights mean in charrnn (skipped without torch, as in CI),
+and hostile or foreign files are refused with one `Error:` line."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import run
+
+from charrnn import checkpoint, interop, model
+from charrnn.config import Mode, ModelConfig, TrainConfig
+from charrnn.vocab import Vocab
+
+ROOT = Path(__file__).resolve().parent.parent
+CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
+VOCAB = Vocab("abcdefgh")  # V = 10
+TEXT = "abc\nbad\ncafe\nhead\ngab\nface\ndeed\n" * 8
+
+
+def make_checkpoint(path: Path, cell: str = "lstm", activation: str = "tanh", layers: int = 1,
+                    dtype: str = "float32", mode: Mode = Mode.LINES, seed: int = 0) -> checkpoint.Checkpoint:
+    """A small checkpoint whose best weights differ from its current ones and have non-zero biases."""
+    cfg = ModelConfig(len(VOCAB), cell, 5, layers, activation, dtype=dtype)
+    rng = np.random.default_rng(seed)
+    params = model.init_params(cfg, rng)
+    best = {k: (v + 0.3 * rng.standard_normal(v.shape)).astype(dtype) for k, v in params.items()}
+    meta = checkpoint.Meta(mode=mode, source="toy.txt", train=TrainConfig(seq_len=12))
+    ck = checkpoint.Checkpoint(cfg, VOCAB, params, best, meta=meta)
+    checkpoint.save(path, ck)
+    return ck
+
+
+def exported(tmp_path: Path, capsys, **kw) -> tuple[Path, checkpoint.Checkpoint]:
+    ck = make_checkpoint(tmp_path / "model.npz", **kw)
+    code, _, err = run(capsys, "export", tmp_path / "model.npz", tmp_path / "model.safetensors")
+    assert code == 0, err
+    return tmp_path / "model.safetensors", ck
+
+
+# ---------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layers", [1, 3])
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_export_then_import_gives_the_same_weights_and_samples(tmp_path, capsys, cell, activation, layers, dtype):
+    path, ck = exported(tmp_path, capsys, cell=cell, activation=activation, layers=layers, dtype=dtype)
+    code, _, err = run(capsys, "import", path, "--out", tmp_path / "back.npz")
+    assert code == 0, err
+    back = checkpoint.load(tmp_path / "back.npz")
+    assert back.cfg == ck.cfg and back.vocab == ck.vocab and back.meta.mode == ck.meta.mode
+    assert back.meta.source == "toy.txt" and back.meta.stop_reason == "imported from model.safetensors"
+    assert back.opt == {} and len(back.train_losses) == 0 and back.meta.train.seq_len == 12
+    assert ck.best is not None
+    for name, a in ck.best.items():
+        assert back.sampling_params[name].dtype == a.dtype and np.array_equal(back.sampling_params[name], a), name
+    samples = [run(capsys, "sample", tmp_path / f, "-n", "3", "--seed", "1") for f in ("model.npz", "back.npz")]
+    assert samples[0][0] == 0 and samples[0][1] == samples[1][1] and samples[0][1].count("\n") == 3
+
+
+def test_tensor_names_shapes_and_gate_order():
+    cfg = ModelConfig(len(VOCAB), "lstm", 5, 2)
+    params = model.init_params(cfg, np.random.default_rng(0))
+    t = interop.to_torch(params, cfg)
+    assert {k: v.shape for k, v in t.items()} == {
+        "weight_ih_l0": (20, 10), "weight_hh_l0": (20, 5), "bias_ih_l0": (20,), "bias_hh_l0": (20,),
+        "weight_ih_l1": (20, 5), "weight_hh_l1": (20, 5), "bias_ih_l1": (20,), "bias_hh_l1": (20,),
+        "out.weight": (10, 5), "out.bias": (10,)}
+    H = 5  # charrnn [i, f, o, g] -> PyTorch [i, f, g, o]: blocks 2 and 3 swap, as PyTorch's docs order them
+    assert np.array_equal(t["weight_hh_l1"][2 * H : 3 * H], params["W_h1"][:, 3 * H :].T)
+    assert np.array_equal(t["bias_ih_l0"][:H], params["b0"][:H])
+    reverse = model.Layer(1, "gru", 5, 5, reverse=True)
+    assert interop.layer_names(reverse)["weight_hh"] == "weight_hh_l1_reverse"
+
+
+def test_recurrent_biases_fold_into_one():
+    cfg = ModelConfig(len(VOCAB), "gru", 4, 1)
+    t = interop.to_torch(model.init_params(cfg, np.random.default_rng(0)), cfg)
+    t["bias_hh_l0"][: 2 * 4] = 0.5  # r and u: representable
+    p = interop.from_torch(t, cfg)
+    assert np.array_equal(p["b0"][: 2 * 4], t["bias_ih_l0"][: 2 * 4] + np.float32(0.5))
+
+
+def test_sample_does_not_import_safetensors():
+    code = "import sys, charrnn.cli, charrnn.commands; assert 'safetensors' not in sys.modules, 'imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_resuming_an_imported_checkpoint_says_the_optimizer_starts_fresh(tmp_path, capsys):
+    path, _ = exported(tmp_path, capsys)
+    assert run(capsys, "import", path, "--out", tmp_path / "back.npz")[0] == 0
+    (tmp_path / "toy.txt").write_text(TEXT)
+    code, _, err = run(capsys, "train", tmp_path / "toy.txt", "--resume", tmp_path / "back.npz", "--steps", "1", "-q")
+    assert code == 0, err
+    assert "Note: the checkpoint has no optimizer state" in err and "adam starts fresh" in err
+
+
+def test_export_refuses_to_overwrite_other_files(tmp_path, capsys):
+    make_checkpoint(tmp_path / "model.npz")
+    (tmp_path / "notes.txt").write_text("keep me")
+    code, _, err = run(capsys, "export", tmp_path / "model.npz", tmp_path / "notes.txt")
+    assert code == 1 and err.startswith("Error: ") and "not a .safetensors file" in err
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+# ---------------------------------------------------------------- hostile files
+
+
+def save_tensors(path: Path, tensors: dict[str, np.ndarray], meta: dict[str, str]) -> Path:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def good_parts(cell: str = "lstm") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    cfg = ModelConfig(len(VOCAB), cell, 5, 1)
+    export = interop.Export(cfg, VOCAB, Mode.LINES, checkpoint.Objective.NEXT, "toy.txt", 12)
+    return interop.to_torch(model.init_params(cfg, np.random.default_rng(0)), cfg), interop.metadata(export)
+
+
+def hostile(name: str, tmp_path: Path) -> Path:
+    p = tmp_path / f"{name}.safetensors"
+    t, meta = good_parts("gru" if name == "gru_n_bias" else "lstm")
+    if name == "truncated":
+        save_tensors(p, t, meta)
+        p.write_bytes(p.read_bytes()[:-100])
+    elif name == "random_bytes":
+        p.write_bytes(np.random.default_rng(0).bytes(2000))
+    elif name == "not_json":
+        p.write_bytes(struct.pack("<Q", 100) + np.random.default_rng(0).bytes(100))
+    elif name == "huge_header":
+        p.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    elif name == "wrong_shape":
+        t["weight_hh_l0"] = np.zeros((20, 6), np.float32)
+    elif name == "wrong_dtype":
+        t["out.weight"] = t["out.weight"].astype(np.float64)
+    elif name == "missing_out_bias":
+        del t["out.bias"]
+    elif name == "extra_tensor":
+        t["weight_ih_l1"] = np.zeros((20, 5), np.float32)
+    elif name == "nan":
+        t["weight_ih_l0"][3, 2] = np.nan
+    elif name == "gru_n_bias":
+        t["bias_hh_l0"][-1] = 0.25  # the last block is n
+    elif name == "no_vocab":
+        del meta["vocab"]
+    elif name == "unknown_cell":
+        meta["model"] = meta["model"].replace('"lstm"', '"transformer"')
+    elif name == "no_metadata":
+        meta = {}
+    elif name == "trailing_data":
+        save_tensors(p, t, meta)
+        p.write_bytes(p.read_bytes() + b"\0" * 64)
+    if not p.exists():
+        save_tensors(p, t, meta)
+    return p
+
+
+HOSTILE = {
+    "truncated": "truncated", "random_bytes": "hostile one", "not_json": "not JSON", "huge_header": "1,099,511,627,776",
+    "wrong_shape": "weight_hh_l0 has shape [20, 6], the config says [20, 5]",
+    "wrong_dtype": "out.weight is F64, the config says float32", "missing_out_bias": "missing tensor out.bias",
+    "extra_tensor": "unexpected tensor weight_ih_l1", "nan": "weight_ih_l0 has NaN",
+    "gru_n_bias": "recurrent bias of n is not zero", "no_vocab": "no 'vocab' in the metadata",
+    "unknown_cell": "unknown cell 'transformer'", "no_metadata": "format marker", "trailing_data": "trailing data",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_files_are_refused_with_one_error_line(tmp_path, capsys, name):
+    p = hostile(name, tmp_path)
+    code, out, err = run(capsys, "import", p, "--out", tmp_path / "x.npz")
+    assert code == 1 and out == ""
+    assert err.startswith(f"Error: {p}: ") and err.count("\n") == 1, err
+    assert HOSTILE[name] in err, err
+    assert not (tmp_path / "x.npz").exists()
+
+
+# ---------------------------------------------------------------- PyTorch (skipped where torch is missing)
+
+
+def torch_model(tensors: dict[str, np.ndarray], cfg: ModelConfig):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)  # tiny matrices: on a busy machine extra threads only wait on each other (seconds)
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cfg.cell]
+    extra = {"nonlinearity": cfg.activation} if cfg.cell == "rnn" else {}
+    rnn = kind(cfg.vocab_size, cfg.hidden_size, cfg.layers, batch_first=False, **extra)
+    out = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size)
+    dtype = getattr(torch, cfg.dtype)
+    rnn.to(dtype).load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("out.")})
+    out.to(dtype).load_state_dict({"weight": torch.from_numpy(tensors["out.weight"]),
+                                   "bias": torch.from_numpy(tensors["out.bias"])})
+    return rnn, out
+
+
+def max_logit_difference(cell: str, activation: str, dtype: str, layers: int = 2, chunks: int = 2) -> float:
+    """Largest |logit| difference between PyTorch and charrnn on 500 characters read in `chunks`
+    pieces with the state carried, with non-zero (representable) recurrent biases in PyTorch."""
+    torch = pytest.importorskip("torch")
+    cfg = ModelConfig(len(VOCAB), cell, 16, layers, activation, dtype=dtype)
+    rng = np.random.default_rng(1)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in model.init_params(cfg, rng).items()}
+    if activation == "relu":  # an identity recurrence plus noise grows without bound over 500 steps
+        params.update({k: v * 0.5 for k, v in params.items() if k.startswith("W_h")})
+    tensors = interop.to_torch(params, cfg)
+    for name in tensors:
+        if name.startswith("bias_hh"):
+            tensors[name] = rng.standard_normal(tensors[name].shape).astype(dtype)
+            if cell == "gru":
+                tensors[name][2 * 16 :] = 0  # n: charrnn has no such bias
+    params = interop.from_torch(tensors, cfg)
+    rnn, out = torch_model(tensors, cfg)
+    x = rng.integers(0, cfg.vocab_size, size=(500, 3))  # (T, B)
+    state, t_state, worst = None, None, 0.0
+    with torch.no_grad():
+        for piece in np.array_split(x, chunks):
+            fwd = model.forward(params, cfg, piece, state)
+            state = fwd.state
+            onehot = torch.nn.functional.one_hot(torch.from_numpy(piece), cfg.vocab_size).to(getattr(torch, dtype))
+            h, t_state = rnn(onehot, t_state)
+            worst = max(worst, float(np.abs(out(h).numpy() - fwd.logits).max()))
+    return worst
+
+
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_pytorch_computes_the_same_logits(cell, activation):
+    assert max_logit_difference(cell, activation, "float32") < 1e-5
+    assert max_logit_difference(cell, activation, "float64") < 1e-12
+
+
+def test_pytorch_ddp_training_step_imports_back(tmp_path, capsys):
+    pytest.importorskip("torch")
+    path, _ = exported(tmp_path, capsys, cell="gru", mode=Mode.LINES)
+    (tmp_path / "toy.txt").write_text(TEXT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(ROOT / "examples" / "torch_train.py"), str(tmp_path / "toy.txt"), "--init", str(path), "--steps", "2",
+           "--batch-size", "2", "--seq-len", "8", "--out", str(tmp_path / "trained.safetensors")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "step      2  loss" in r.stdout
+    code, _, err = run(capsys, "import", tmp_path / "trained.safetensors", "--out", tmp_path / "trained.npz")
+    assert code == 0, err  # the GRU's recurrent n bias stayed zero
+    before, after = checkpoint.load(tmp_path / "model.npz"), checkpoint.load(tmp_path / "trained.npz")
+    assert after.cfg == before.cfg and after.vocab == before.vocab
+    assert before.best is not None and not np.array_equal(after.params["W_h0"], before.best["W_h0"])  # it trained
+    meta = json.loads(interop.metadata(interop.Export(after.cfg, after.vocab, after.meta.mode, after.meta.objective,
+                                                      after.meta.source, after.meta.train.seq_len))["data"])
+    assert meta == {"mode": "lines", "objective": "next", "source": "toy.txt", "seq_len": 12}
