@@ -565,44 +565,46 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
         print(json.dumps(result, ensure_ascii=True))
         return 0
 
+    # without colour, no escape code at all: a console that writes plain text
+    con = out if colour else Console(file=sys.stdout, color_system=None, highlight=False, soft_wrap=True)
     if saturation:
-        _print_saturation(sat, cfg.hidden_size, len(text))
+        _print_saturation(con, sat, cfg.hidden_size, len(text))
         return 0
     if find:
-        _print_found(found)
+        _print_found(con, found)
     if bits is not None:
         scored = bits[np.isfinite(bits)]
         if len(scored):
-            out.print(f"[dim]{len(scored):,} characters predicted:[/] mean [bold]{scored.mean():.3f}[/] bits/char")
+            con.print(f"[dim]{len(scored):,} characters predicted:[/] mean [bold]{scored.mean():.3f}[/] bits/char")
         else:
-            out.print("[dim]no character is predicted (a stream's first character is context only)[/]")
+            con.print("[dim]no character is predicted (a stream's first character is context only)[/]")
     label = view.label if view is not None else "surprise"
     sigmoid = view is not None and show.is_sigmoid(cfg.cell, view.what)
     if colour:
         if view is None:
             assert bits is not None
             colours = [sr.surprise_rgb(b) for b in bits]
-            out.print(sr.surprise_legend())
+            con.print(sr.surprise_legend())
         else:
             colours = [sr.unit_rgb(v, sigmoid) for v in values["value"]]
-            out.print(f"[dim]{label}:[/] ", sr.unit_legend(sigmoid))
-        out.print(sr.coloured(text, colours, unk))
+            con.print(f"[dim]{label}:[/] ", sr.unit_legend(sigmoid))
+        con.print(sr.coloured(text, colours, unk))
     else:
         name = "bits" if view is None else "value"
-        out.print(f"# {label}; one character per line: position, character, {name}", markup=False)
+        con.print(f"# {label}; one character per line: position, character, {name}", markup=False)
         for i, ch in enumerate(text):
             v = values[name][i]
             number = f"{v:.3f}" if np.isfinite(v) else "-"
-            out.print(f"{i}\t{sr.list_char(ch)}{' <UNK>' if unk[i] else ''}\t{number}", markup=False, highlight=False)
+            sys.stdout.write(f"{i}\t{sr.list_char(ch)}{' <UNK>' if unk[i] else ''}\t{number}\n")  # tabs kept
     if predictions is not None:
         where = at
         if where is None:  # the most surprising character, else the last one
             where = int(np.nanargmax(bits)) if bits is not None and np.isfinite(bits).any() else len(text) - 1
-        _print_top(text, where, predictions, ck.vocab, bits)
+        _print_top(con, text, where, predictions, ck.vocab, bits)
     return 0
 
 
-def _print_found(found: list[Any]) -> None:
+def _print_found(con: Console, found: list[Any]) -> None:
     from rich.table import Table
 
     t = Table(title="units that follow a feature of the text (|Pearson r| of h, best of every layer)",
@@ -614,30 +616,30 @@ def _print_found(found: list[Any]) -> None:
             t.add_row(f.feature, "-", "-", "[dim]constant in this text[/]")
         else:
             t.add_row(f.feature, str(f.layer), str(f.unit), f"{f.r:+.3f}")
-    out.print(t)
+    con.print(t)
     best = max(found, key=lambda f: abs(f.r))
-    out.print(f"[dim]coloured by the best of them:[/] layer {best.layer} unit {best.unit} ({best.feature})")
+    con.print(f"[dim]coloured by the best of them:[/] layer {best.layer} unit {best.unit} ({best.feature})")
 
 
-def _print_top(text: str, at: int, predictions: tuple[np.ndarray, np.ndarray], vocab: Any,
+def _print_top(con: Console, text: str, at: int, predictions: tuple[np.ndarray, np.ndarray], vocab: Any,
                bits: np.ndarray | None) -> None:
     from charrnn import show_render as sr
 
     ids, p = predictions
     about = f" ({bits[at]:.2f} bits)" if bits is not None and np.isfinite(bits[at]) else ""
-    out.print(f"at character {at} {sr.list_char(text[at])!r}{about}, the model expected:", markup=False)
+    con.print(f"at character {at} {sr.list_char(text[at])!r}{about}, the model expected:", markup=False)
     if ids[at, 0] < 0:
-        out.print("  [dim]nothing: this character is not predicted (a stream's first, or an empty line)[/]")
+        con.print("  [dim]nothing: this character is not predicted (a stream's first, or an empty line)[/]")
         return
     for t, q in zip(ids[at], p[at], strict=True):
-        out.print(f"  {sr.token_text(vocab, int(t)):>6}  {q:7.2%}", markup=False)
+        con.print(f"  {sr.token_text(vocab, int(t)):>6}  {q:7.2%}", markup=False)
 
 
-def _print_saturation(sat: list[Any], hidden: int, n: int) -> None:
+def _print_saturation(con: Console, sat: list[Any], hidden: int, n: int) -> None:
     from charrnn import show_render as sr
     from charrnn.show import LEFT, RIGHT
 
-    out.print(f"gate saturation over {n:,} characters: x = fraction of the time left-saturated (< {LEFT}), "
+    con.print(f"gate saturation over {n:,} characters: x = fraction of the time left-saturated (< {LEFT}), "
               f"y = right-saturated (> {RIGHT}); one point per unit ({hidden} per gate)")
     by_layer: dict[int, list[Any]] = {}
     for s in sat:
@@ -645,9 +647,9 @@ def _print_saturation(sat: list[Any], hidden: int, n: int) -> None:
     for layer, gates in by_layer.items():
         plots = [sr.scatter(s.left, s.right) for s in gates]
         width = len(plots[0][0])
-        out.print("\n" + "   ".join(f"layer {layer} gate {s.gate}".ljust(width) for s in gates), markup=False)
+        con.print("\n" + "   ".join(f"layer {layer} gate {s.gate}".ljust(width) for s in gates), markup=False)
         for rows in zip(*plots, strict=True):
-            out.print("   ".join(rows), markup=False, highlight=False)
+            con.print("   ".join(rows), markup=False, highlight=False)
         for s in gates:
-            out.print(f"  layer {layer} gate {s.gate}: {s.mostly('left')} of {hidden} units mostly closed, "
+            con.print(f"  layer {layer} gate {s.gate}: {s.mostly('left')} of {hidden} units mostly closed, "
                       f"{s.mostly('right')} mostly open (saturated over half of the time)")

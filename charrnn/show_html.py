@@ -235,7 +235,9 @@ function show(key) {{
   legend.textContent = "";
   if (key === "surprise") {{
     legend.append(swatch(null, "bits: <1"));
-    for (let b = 1; b <= D.surpriseMax; b++) legend.append(swatch(surpriseRgb(b), b + (b === D.surpriseMax ? "+" : "")));
+    for (let b = 1; b <= D.surpriseMax; b++) {{
+      legend.append(swatch(surpriseRgb(b), b + (b === D.surpriseMax ? "+" : "")));
+    }}
   }} else {{
     const sig = isSigmoid(key);
     for (const v of sig ? [0, .25, .5, .75, 1] : [-1, -.5, 0, .5, 1]) legend.append(swatch(unitRgb(v, sig), String(v)));
