@@ -2,11 +2,12 @@
 
 No network: no external scripts, styles or fonts. The page holds the text as one <span> per
 character, coloured for the first view; a selector (or a URL hash such as `#view=unit:0:5`,
-`#view=gate:0:5:f`, `#view=surprise`) recolours it from per-character values embedded as JSON
-in thousandths (integers: 0.123 is 123). Embedded: surprise, the top-5 predictions at every
-character, and h and every gate of at most `PAGE_UNITS` units per layer (the ones whose h varies
-most over the text) plus the unit asked for and those `--find` picks. Gate saturation plots are
-inline SVG. Everything taken from the text or the checkpoint is escaped.
+`#view=gate:0:5:f`, `#view=surprise`; `&at=N` also opens the hover box on character N)
+recolours it from per-character values embedded as JSON in thousandths (integers: 0.123 is
+123). Embedded: surprise, the top-5 predictions at every character, and h and every gate of at
+most `PAGE_UNITS` units per layer (the ones whose h varies most over the text) plus the unit
+asked for and those `--find` picks. Gate saturation plots are inline SVG. Everything taken from
+the text or the checkpoint is escaped.
 """
 
 from __future__ import annotations
@@ -246,19 +247,22 @@ function show(key) {{
 function fromHash() {{
   const m = /view=([^&]+)/.exec(location.hash);
   show(m ? decodeURIComponent(m[1]) : D.first);
+  const at = /at=(\\d+)/.exec(location.hash);  // pin the hover box on a character (screenshots, tests)
+  if (at && +at[1] < spans.length) {{
+    const r = spans[+at[1]].getBoundingClientRect();
+    tipAt(+at[1], r.right, r.top);
+  }}
 }}
 select.addEventListener("change", () => {{ location.hash = "view=" + select.value; }});
 window.addEventListener("hashchange", fromHash);
-document.getElementById("text").addEventListener("mouseover", (e) => {{
-  const s = e.target.closest("span[data-i]");
-  if (!s) {{ tip.style.display = "none"; return; }}
-  const i = +s.dataset.i;
+function tipAt(i, x, y) {{
+  const s = spans[i];
   const lines = ["#" + i + "  " + s.textContent + (s.classList.contains("unk") ? "  <UNK>" : "")];
   const b = valueOf("surprise", i);
   lines.push(b === null ? "not predicted" : b.toFixed(2) + " bits");
   if (current !== "surprise") {{
     const v = valueOf(current, i);
-    lines.push(select.options[select.selectedIndex].text + ": " + (v === null ? "-" : v.toFixed(3)));
+    lines.push(select.options[select.selectedIndex].text.split(" (")[0] + ": " + (v === null ? "-" : v.toFixed(3)));
   }}
   if (D.top[i][0] >= 0) {{
     lines.push("expected:");
@@ -267,8 +271,12 @@ document.getElementById("text").addEventListener("mouseover", (e) => {{
   tip.textContent = lines.join("\\n");
   tip.style.whiteSpace = "pre";
   tip.style.display = "block";
-  tip.style.left = Math.min(e.clientX + 14, innerWidth - 260) + "px";
-  tip.style.top = Math.min(e.clientY + 14, innerHeight - 180) + "px";
+  tip.style.left = Math.min(x + 14, innerWidth - 260) + "px";
+  tip.style.top = Math.min(y + 14, innerHeight - 180) + "px";
+}}
+document.getElementById("text").addEventListener("mouseover", (e) => {{
+  const s = e.target.closest("span[data-i]");
+  if (s) tipAt(+s.dataset.i, e.clientX, e.clientY); else tip.style.display = "none";
 }});
 document.getElementById("text").addEventListener("mouseleave", () => {{ tip.style.display = "none"; }});
 fromHash();

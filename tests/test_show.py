@@ -449,6 +449,12 @@ def test_page_in_a_browser(tmp_path):
     assert unit != default
     assert switched.stdout.count("<svg") == 6 and switched.stdout.count("<circle") == 6 * 16
     assert "<b>" not in switched.stdout.split('id="text"')[1].split("</div>")[0]  # the text's <b> stayed text
+    pinned = run_chromium("--dump-dom", url + "#view=gate:1:2:f&at=3").stdout
+    tip = re.search(r'<div id="tip"[^>]*>(.*?)</div>', pinned, re.S)[1]
+    f = show.run_text(ck.params, ck.cfg, Mode.STREAM, ids, ("f",), logits=False).value(1, 2, "f")[3]
+    top_ids, top_p = show.top_predictions(show.run_text(ck.params, ck.cfg, Mode.STREAM, ids).logits, 5)
+    assert tip.startswith("#3  E") and f"{bits[3]:.2f} bits" in tip and f"gate f: {f:.3f}" in tip
+    assert f"  {sr.token_text(ck.vocab, int(top_ids[3, 0])):<6}{round(top_p[3, 0] * 1000) / 10:.1f}%" in tip
     shot = tmp_path / "page.png"
     got = run_chromium(f"--screenshot={shot}", url + "#view=unit:0:5")
     assert got.returncode == 0 and shot.stat().st_size > 10_000
