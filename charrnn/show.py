@@ -222,16 +222,24 @@ def features(text: str) -> dict[str, np.ndarray]:
 def correlations(values: np.ndarray, feature: np.ndarray) -> np.ndarray:
     """Pearson correlation of each column of values (n, U) with feature (n,), over the rows
     where both are finite: (U,); 0 where either side is constant."""
-    ok = np.isfinite(feature) & np.isfinite(values).all(axis=1)
+    return correlation_matrix(values, feature[:, None])[:, 0]
+
+
+def correlation_matrix(values: np.ndarray, feats: np.ndarray) -> np.ndarray:
+    """Pearson correlations (U, k) of every column of values (n, U) with every column of
+    feats (n, k), over the rows where all are finite; 0 where either side is constant.
+    r = sum (x - mean x)(f - mean f) / (|x - mean x| |f - mean f|), one product for all pairs."""
+    ok = np.isfinite(feats).all(axis=1) & np.isfinite(values).all(axis=1)
     X = values[ok].astype(np.float64)  # (m, U)
-    f = feature[ok].astype(np.float64)  # (m,)
-    X = X - X.mean(axis=0)
-    f = f - f.mean()
-    sx = np.sqrt((X * X).sum(axis=0))  # (U,)
-    sf = np.sqrt(f @ f)
+    F = feats[ok].astype(np.float64)  # (m, k)
+    X -= X.mean(axis=0)
+    F -= F.mean(axis=0)
+    sx = np.sqrt(np.einsum("mu,mu->u", X, X))  # (U,)
+    sf = np.sqrt(np.einsum("mk,mk->k", F, F))  # (k,)
+    tiny = 1e-12 * np.sqrt(max(len(X), 1))  # a column that varies only by rounding counts as constant
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (f @ X) / (sx * sf)  # (U,)
-    return np.where((sx > 1e-12 * np.sqrt(len(f))) & (sf > 0), r, 0.0)
+        r = (X.T @ F) / np.outer(sx, sf)  # (U, k)
+    return np.where((sx[:, None] > tiny) & (sf[None, :] > tiny), r, 0.0)
 
 
 @dataclass
@@ -246,16 +254,15 @@ class Found:
 
 def find_units(run: TextRun, feats: dict[str, np.ndarray]) -> list[Found]:
     """For each feature, the unit of any layer with the largest |correlation| of h."""
-    found = []
-    for name, f in feats.items():
-        best = Found(name, 0, 0, 0.0)
-        for l, layer in enumerate(run.values):
-            r = correlations(layer["h"], f)
-            u = int(np.argmax(np.abs(r)))
-            if abs(r[u]) > abs(best.r):
-                best = Found(name, l, u, float(r[u]))
-        found.append(best)
-    return found
+    names = list(feats)
+    F = np.stack([feats[k] for k in names], axis=1)  # (n, k)
+    best = [Found(name, 0, 0, 0.0) for name in names]
+    for l, layer in enumerate(run.values):
+        R = correlation_matrix(layer["h"], F)  # (H, k)
+        for j, u in enumerate(np.argmax(np.abs(R), axis=0)):
+            if abs(R[u, j]) > abs(best[j].r):
+                best[j] = Found(names[j], l, int(u), float(R[u, j]))
+    return best
 
 
 # ---------------------------------------------------------------- saturation
