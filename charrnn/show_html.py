@@ -46,14 +46,14 @@ def _style(rgb: sr.Rgb | None) -> str:
     return f' style="background-color:rgb({rgb[0]},{rgb[1]},{rgb[2]});color:{sr.ink(rgb)}"'
 
 
-def _scatter_svg(s: show.Saturation, size: int = 170) -> str:
+def _scatter_svg(s: show.Saturation, size: int = 150) -> str:
     """One gate's saturation: a point per unit at (left fraction, right fraction)."""
     pad, inner = 26, size - 34
     dots = "".join(f'<circle cx="{pad + x * inner:.1f}" cy="{size - pad - y * inner:.1f}" r="2.2"/>'
                    for x, y in zip(s.left, s.right, strict=True))
     x0, y0, x1, y1 = pad, size - pad, pad + inner, size - pad - inner
-    return (f'<svg class="sat" xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 14}" '
-            f'viewBox="0 0 {size} {size + 14}" role="img" aria-label="layer {s.layer} gate {s.gate}">'
+    return (f'<svg class="sat" xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size + 30}" '
+            f'viewBox="0 0 {size} {size + 30}" role="img" aria-label="layer {s.layer} gate {s.gate}">'
             f'<text x="{size / 2}" y="12" text-anchor="middle">layer {s.layer} gate {s.gate}</text>'
             f'<g transform="translate(0,14)">'
             f'<rect x="{x0}" y="{y1}" width="{inner}" height="{inner}" class="frame"/>'
@@ -64,7 +64,9 @@ def _scatter_svg(s: show.Saturation, size: int = 170) -> str:
             f'<text x="{(x0 + x1) / 2}" y="{y0 + 20}" text-anchor="middle">left (&lt; {show.LEFT})</text>'
             f'<text x="8" y="{(y0 + y1) / 2}" text-anchor="middle" transform="rotate(-90 8 {(y0 + y1) / 2})">'
             f'right (&gt; {show.RIGHT})</text>'
-            f'<g class="dots">{dots}</g></g></svg>')
+            f'<g class="dots">{dots}</g></g>'
+            f'<text x="{size / 2}" y="{size + 27}" text-anchor="middle">mostly closed {s.mostly("left")}, '
+            f'open {s.mostly("right")}</text></svg>')
 
 
 def page_units(run: show.TextRun, asked: list[tuple[int, int]], per_layer: int = PAGE_UNITS) -> list[tuple[int, int]]:
@@ -145,11 +147,9 @@ def page(ck: Checkpoint, path: str, text: str, ids: np.ndarray, view: show.UnitV
         f"<tr><td>{html.escape(f.feature)}</td><td colspan=4>constant in this text</td></tr>" for f in found)
     if sat:
         plots = "".join(_scatter_svg(x) for x in sat)
-        mostly = "; ".join(f"layer {x.layer} {x.gate}: {x.mostly('left')} closed, {x.mostly('right')} open"
-                           for x in sat)
-        sat_html = (f"<p>Fraction of the characters each unit's gate is left-saturated (&lt; {show.LEFT}) against "
-                    f"right-saturated (&gt; {show.RIGHT}); units mostly saturated (over half of the time): "
-                    f"{html.escape(mostly)}.</p><div class=plots>{plots}</div>")
+        sat_html = (f"<p>One point per unit: the fraction of the characters its gate is left-saturated "
+                    f"(&lt; {show.LEFT}, closed) against right-saturated (&gt; {show.RIGHT}, open); below each "
+                    f"plot, how many units are so over half of the time.</p><div class=plots>{plots}</div>")
     else:
         sat_html = f"<p>A {html.escape(cfg.cell)} cell has no gates.</p>"
     options = "".join(f'<option value="{html.escape(v["key"])}">{html.escape(v["label"])}</option>' for v in views)
