@@ -182,7 +182,7 @@ def show(
     top: Optional[int] = typer.Option(
         None, help="List the K characters the model expected at --at (in --json: at every character)."),
     at: Optional[int] = typer.Option(
-        None, help="Character position (from 0) for --top [default: the most surprising one]."),
+        None, help="Character position (from 0) for --top (alone: --top 5) [default: the most surprising one]."),
     unit: Optional[str] = typer.Option(None, help="Colour by hidden unit LAYER:UNIT (e.g. 0:5), from -1 to 1."),
     gate: Optional[str] = typer.Option(None, help="With --unit: colour by that unit's gate (lstm i f o g; gru r u n)."),
     find: bool = typer.Option(
@@ -190,7 +190,8 @@ def show(
     saturation: bool = typer.Option(False, "--saturation", help="How often each gate is saturated, as scatter plots."),
     json_: JsonOpt = False,
     html: Optional[Path] = typer.Option(
-        None, help="Write a self-contained HTML page to explore the text (view selector, hover for predictions)."),
+        None, help="Write a self-contained HTML page to explore the text (every view, hover for predictions) "
+        "instead of printing."),
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = "strict",
 ) -> None:

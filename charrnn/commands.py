@@ -488,6 +488,8 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
         raise OptionError(f"--chars must be at least 1, not {chars}")
     if top is not None and top < 1:
         raise OptionError(f"--top must be at least 1, not {top}")
+    if at is not None and top is None:
+        top = 5  # --at alone: what was expected there
     if sum((unit is not None, find, saturation)) > 1:
         raise OptionError("--unit, --find and --saturation are different views: choose one")
     if gate is not None and unit is None:

@@ -284,6 +284,8 @@ def test_find_and_saturation_and_top_in_the_terminal(tmp_path, capsys):
     code, out, err = run(capsys, "show", path, "--text", "It is the", "--top", "4", "--at", "3")
     assert code == 0, err
     assert "at character 3 'i'" in out and len(re.findall(r"^\s+\S+\s+\d+\.\d\d%$", out, re.M)) == 4
+    code, out, err = run(capsys, "show", path, "--text", "It is the", "--at", "0")
+    assert code == 0 and "at character 0 'I', the model expected:\n  nothing" in out  # a stream's first: context
 
 
 def test_reads_stdin_and_cuts_to_chars(tmp_path, capsys, monkeypatch):
