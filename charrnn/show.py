@@ -27,6 +27,10 @@ from charrnn.data import line_starts
 from charrnn.errors import OptionError
 from charrnn.vocab import EOS, UNK, Vocab
 
+__all__ = ["TextRun", "encode", "cut", "value_names", "run_text", "surprise", "top_predictions", "features",
+           "correlations", "correlation_matrix", "Found", "find_units", "Saturation", "saturation", "UnitView",
+           "parse_unit", "is_sigmoid", "UNK"]
+
 CHUNK = 256  # stream: steps per forward call
 LINE_BATCH_CELLS = 65536  # lines: T * B of one batch at most (bounds the traces' memory)
 SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "u"), "rnn": ()}  # in (0, 1): what saturation means
@@ -333,6 +337,3 @@ def is_sigmoid(cell: str, what: str) -> bool:
     """Whether values of `what` lie in (0, 1) rather than (-1, 1)."""
     return what in SIGMOID_GATES[cell]
 
-
-__all__ = ["TextRun", "encode", "cut", "run_text", "surprise", "top_predictions", "features", "correlations",
-           "find_units", "Found", "saturation", "Saturation", "UnitView", "parse_unit", "value_names", "UNK"]
