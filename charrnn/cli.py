@@ -266,6 +266,44 @@ def import_(
     sys.exit(run_import(source, out))
 
 
+# ---------------------------------------------------------------- show
+
+
+@app.command(
+    help="Colour a text by what a model makes of it: how surprised it is at each character, or what one "
+    "hidden unit or gate does there.\n\n"
+    "Colours need a terminal; NO_COLOR or a pipe gives one line per character with its number instead.\n\n"
+    "Example: charrnn show shakespeare.npz corpora/shakespeare.txt --chars 500\n\n"
+    "Example: charrnn show shakespeare.npz --text 'ROMEO: (aside) \"No.\"' --unit 1:42 --gate f\n\n"
+    "Example: charrnn show sqlite3.npz corpora/sqlite3.h --find --html units.html"
+)
+def show(
+    ckpt: CheckpointArg,
+    text_file: Optional[Path] = typer.Argument(None, help="Text to show; - reads stdin."),
+    text: Optional[str] = typer.Option(None, "--text", help="Show this text instead of a file."),
+    chars: int = typer.Option(2000, help="Show the first N characters (line models: the whole lines that fit)."),
+    top: Optional[int] = typer.Option(
+        None, help="List the K characters the model expected at --at (in --json: at every character)."),
+    at: Optional[int] = typer.Option(
+        None, help="Character position (from 0) for --top (alone: --top 5) [default: the most surprising one]."),
+    unit: Optional[str] = typer.Option(None, help="Colour by hidden unit LAYER:UNIT (e.g. 0:5), from -1 to 1."),
+    gate: Optional[str] = typer.Option(None, help="With --unit: colour by that unit's gate (lstm i f o g; gru r u n)."),
+    find: bool = typer.Option(
+        False, "--find", help="Find the units that follow quotes, brackets, line position, words, indentation."),
+    saturation: bool = typer.Option(False, "--saturation", help="How often each gate is saturated, as scatter plots."),
+    json_: JsonOpt = False,
+    html: Optional[Path] = typer.Option(
+        None, help="Write a self-contained HTML page to explore the text (every view, hover for predictions) "
+        "instead of printing."),
+    encoding: EncodingOpt = "utf-8",
+    errors: ErrorsOpt = "strict",
+) -> None:
+    from charrnn.commands import run_show
+
+    sys.exit(run_show(ckpt, text_file, text, chars, top, at, unit, gate, find, saturation, json_, html, encoding,
+                      errors))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one `Error:` line on stderr, never a traceback."""
     from charrnn.errors import CharrnnError, OptionError

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from charrnn import checkpoint
 from charrnn.config import Mode, ModelConfig, Objective, TrainConfig, option
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, OptionError
 from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
 
@@ -667,3 +667,206 @@ def run_import(source: Path, target: Path | None) -> int:
     out.print(f"saved [bold]{target}[/]: {cfg.cell}, {cfg.layers} × {cfg.hidden_size}, {cfg.dtype}, "
               f"vocabulary {len(export.vocab)}, {export.mode} mode; try  charrnn sample {target}")
     return 0
+
+
+# ---------------------------------------------------------------- show
+
+
+def read_show_text(file: Path | None, text: str | None, encoding: str, errors: str) -> str:
+    """The text `show` looks at: FILE, `-` for stdin, or --text; exactly one of them."""
+    from charrnn import data
+
+    if (file is None) == (text is None):
+        raise OptionError("give the text to show as FILE, - for stdin, or --text TEXT (one of them)")
+    if text is None:
+        assert file is not None
+        if str(file) == "-":
+            data.check_decoding(encoding, errors)
+            text = sys.stdin.read()
+        else:
+            return data.read_text(file, encoding, errors)  # refuses empty and whitespace-only files
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text:
+        raise CharrnnError("the text is empty: nothing to show")
+    if data.SURROGATE.search(text):
+        raise CharrnnError("the text has unpaired surrogates, which are not text")
+    return text
+
+
+def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: int | None, at: int | None,
+             unit: str | None, gate: str | None, find: bool, saturation: bool, as_json: bool, html: Path | None,
+             encoding: str, errors: str) -> int:
+    from charrnn import show
+    from charrnn import show_render as sr
+
+    if chars < 1:
+        raise OptionError(f"--chars must be at least 1, not {chars}")
+    if top is not None and top < 1:
+        raise OptionError(f"--top must be at least 1, not {top}")
+    if at is not None and top is None:
+        top = 5  # --at alone: what was expected there
+    if sum((unit is not None, find, saturation)) > 1:
+        raise OptionError("--unit, --find and --saturation are different views: choose one")
+    if gate is not None and unit is None:
+        raise OptionError("--gate needs --unit LAYER:UNIT: the gate of which unit?")
+    if html is not None and not html.parent.is_dir():
+        raise CharrnnError(f"{html.parent}: no such folder for the page")
+    ck = checkpoint.load(ckpt)
+    cfg, mode, params = ck.cfg, ck.meta.mode, ck.sampling_params
+    view = show.parse_unit(unit, gate, cfg) if unit is not None else None
+    if saturation and cfg.cell == "rnn":
+        raise CharrnnError("--saturation looks at gates, and an rnn cell has none")
+    text = show.cut(read_show_text(file, text, encoding, errors), chars, mode)
+    if at is not None and not 0 <= at < len(text):
+        raise OptionError(f"--at {at}: the text shown has {len(text):,} characters (0 to {len(text) - 1})")
+    ids, n_unk = show.encode(text, ck.vocab, mode)
+    unk = ids == show.UNK
+    if n_unk:
+        err.print(f"[yellow]Warning:[/] {n_unk:,} character(s) are not in the model's vocabulary: "
+                  "read as <UNK> and marked (underlined; \"unk\" in --json)")
+
+    if html is not None:
+        from charrnn import show_html
+
+        page = show_html.page(ck, str(ckpt), text, ids, view)
+        try:
+            html.write_text(page, encoding="utf-8")
+        except OSError as e:
+            raise CharrnnError(f"{html}: cannot write the page ({e.strerror or e})") from None
+        err.print(f"wrote {html} ({len(text):,} characters, {len(page) / 1e6:.1f} MB)")
+        return 0
+
+    keep: tuple[str, ...] = ()
+    if view is not None:
+        keep = (view.what,)
+    elif find:
+        keep = ("h",)
+    elif saturation:
+        keep = show.SIGMOID_GATES[cfg.cell]
+    need_run = bool(keep) or top is not None
+    run = show.run_text(params, cfg, mode, ids, keep, logits=top is not None) if need_run else None
+    bits = show.surprise(params, cfg, mode, ids, ck.meta.train.seq_len) if not (find or saturation or view) else None
+    predictions = show.top_predictions(run.logits, top) if run is not None and run.logits is not None and top else None
+    colour = out.is_terminal and not os.environ.get("NO_COLOR")
+
+    found: list[show.Found] = []
+    if find:
+        assert run is not None
+        found = show.find_units(run, show.features(text))
+        best = max(found, key=lambda f: abs(f.r))
+        view = show.UnitView(best.layer, best.unit)
+    sat = show.saturation(run, cfg.cell) if saturation and run is not None else []
+
+    values: dict[str, np.ndarray] = {}
+    if bits is not None:
+        values["bits"] = bits
+    if view is not None:
+        assert run is not None
+        values["value"] = run.value(view.layer, view.unit, view.what)
+
+    if as_json:
+        result: dict[str, Any] = {"checkpoint": str(ckpt), "mode": mode.value, "chars": len(text), "unk_chars": n_unk}
+        if bits is not None:
+            result["mean_bits"] = sr.rounded(float(np.nanmean(bits)), 4) if np.isfinite(bits).any() else None
+        if view is not None:
+            result["unit"] = {"layer": view.layer, "unit": view.unit, "value": view.what}
+        if find:
+            result["features"] = [{"feature": f.feature, "layer": f.layer, "unit": f.unit, "r": round(f.r, 4)}
+                                  for f in found]
+        if saturation:
+            result["saturation"] = [{"layer": s.layer, "gate": s.gate, "left": np.round(s.left, 4).tolist(),
+                                     "right": np.round(s.right, 4).tolist(), "mostly_left": s.mostly("left"),
+                                     "mostly_right": s.mostly("right")} for s in sat]
+        else:
+            result["text"] = sr.json_chars(text, unk, values, predictions, ck.vocab)
+        print(json.dumps(result, ensure_ascii=True))
+        return 0
+
+    # without colour, no escape code at all: a console that writes plain text
+    con = out if colour else Console(file=sys.stdout, color_system=None, highlight=False, soft_wrap=True)
+    if saturation:
+        _print_saturation(con, sat, cfg.hidden_size, len(text))
+        return 0
+    if find:
+        _print_found(con, found)
+    if bits is not None:
+        scored = bits[np.isfinite(bits)]
+        if len(scored):
+            con.print(f"[dim]{len(scored):,} characters predicted:[/] mean [bold]{scored.mean():.3f}[/] bits/char")
+        else:
+            con.print("[dim]no character is predicted (a stream's first character is context only)[/]")
+    label = view.label if view is not None else "surprise"
+    sigmoid = view is not None and show.is_sigmoid(cfg.cell, view.what)
+    if colour:
+        if view is None:
+            assert bits is not None
+            colours = [sr.surprise_rgb(b) for b in bits]
+            con.print(sr.surprise_legend())
+        else:
+            colours = [sr.unit_rgb(v, sigmoid) for v in values["value"]]
+            con.print(f"[dim]{label}:[/] ", sr.unit_legend(sigmoid))
+        con.print(sr.coloured(text, colours, unk))
+    else:
+        name = "bits" if view is None else "value"
+        con.print(f"# {label}; one character per line: position, character, {name}", markup=False)
+        for i, ch in enumerate(text):
+            v = values[name][i]
+            number = f"{v:.3f}" if np.isfinite(v) else "-"
+            sys.stdout.write(f"{i}\t{sr.list_char(ch)}{' <UNK>' if unk[i] else ''}\t{number}\n")  # tabs kept
+    if predictions is not None:
+        where = at
+        if where is None:  # the most surprising character, else the last one
+            where = int(np.nanargmax(bits)) if bits is not None and np.isfinite(bits).any() else len(text) - 1
+        _print_top(con, text, where, predictions, ck.vocab, bits)
+    return 0
+
+
+def _print_found(con: Console, found: list[Any]) -> None:
+    from rich.table import Table
+
+    t = Table(title="units that follow a feature of the text (|Pearson r| of h, best of every layer)",
+              title_justify="left", box=None, pad_edge=False)
+    for col in ("feature", "layer", "unit", "r"):
+        t.add_column(col, justify="left" if col == "feature" else "right")
+    for f in found:
+        if f.r == 0:
+            t.add_row(f.feature, "-", "-", "[dim]constant in this text[/]")
+        else:
+            t.add_row(f.feature, str(f.layer), str(f.unit), f"{f.r:+.3f}")
+    con.print(t)
+    best = max(found, key=lambda f: abs(f.r))
+    con.print(f"[dim]coloured by the best of them:[/] layer {best.layer} unit {best.unit} ({best.feature})")
+
+
+def _print_top(con: Console, text: str, at: int, predictions: tuple[np.ndarray, np.ndarray], vocab: Any,
+               bits: np.ndarray | None) -> None:
+    from charrnn import show_render as sr
+
+    ids, p = predictions
+    about = f" ({bits[at]:.2f} bits)" if bits is not None and np.isfinite(bits[at]) else ""
+    con.print(f"at character {at} {sr.list_char(text[at])!r}{about}, the model expected:", markup=False)
+    if ids[at, 0] < 0:
+        con.print("  [dim]nothing: this character is not predicted (a stream's first, or an empty line)[/]")
+        return
+    for t, q in zip(ids[at], p[at], strict=True):
+        con.print(f"  {sr.token_text(vocab, int(t)):>6}  {q:7.2%}", markup=False)
+
+
+def _print_saturation(con: Console, sat: list[Any], hidden: int, n: int) -> None:
+    from charrnn import show_render as sr
+    from charrnn.show import LEFT, RIGHT
+
+    con.print(f"gate saturation over {n:,} characters: x = fraction of the time left-saturated (< {LEFT}), "
+              f"y = right-saturated (> {RIGHT}); one point per unit ({hidden} per gate)")
+    by_layer: dict[int, list[Any]] = {}
+    for s in sat:
+        by_layer.setdefault(s.layer, []).append(s)
+    for layer, gates in by_layer.items():
+        plots = [sr.scatter(s.left, s.right) for s in gates]
+        width = len(plots[0][0])
+        con.print("\n" + "   ".join(f"layer {layer} gate {s.gate}".ljust(width) for s in gates), markup=False)
+        for rows in zip(*plots, strict=True):
+            con.print("   ".join(rows), markup=False, highlight=False)
+        for s in gates:
+            con.print(f"  layer {layer} gate {s.gate}: {s.mostly('left')} of {hidden} units mostly closed, "
+                      f"{s.mostly('right')} mostly open (saturated over half of the time)")
