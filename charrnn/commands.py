@@ -785,7 +785,7 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
     # without colour, no escape code at all: a console that writes plain text
     con = out if colour else Console(file=sys.stdout, color_system=None, highlight=False, soft_wrap=True)
     if saturation:
-        _print_saturation(con, sat, cfg.hidden_size, len(text))
+        _print_saturation(con, sat, show.width(cfg), len(text))
         return 0
     if find:
         _print_found(con, found)

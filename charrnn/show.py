@@ -13,6 +13,12 @@ everything up to t - 1. Surprise is -log2 p(t), in bits, from the one scorer, `s
   c_k is predicted at step k - 1. The newline of an empty line is never read (NaN).
 
 Features for `--find` are read causally too: each says what is true once character t is read.
+
+Bidirectional models: a level's units are its two layers side by side, [h→ ; h←] (2H: units
+0..H-1 read left to right, H..2H-1 right to left); the text is read whole (lines between two
+<EOS>, stream text in CHUNK pieces without carried state). Their surprise is the masked-character
+surprise: each character hidden in turn (as <MASK>) and predicted from both sides, batched, within
+a window of the model's --seq-len around it.
 """
 
 from __future__ import annotations
@@ -67,6 +73,20 @@ def cut(text: str, max_chars: int, mode: Mode) -> str:
     return text[:max_chars]
 
 
+def width(cfg: ModelConfig) -> int:
+    """Units per layer as `show` counts them: H, or 2H for a bidirectional level."""
+    return cfg.hidden_size * (2 if cfg.bidirectional else 1)
+
+
+def _levels(fwd: model.Forward, what: str) -> list[np.ndarray]:
+    """Per level, (T, B, width) values: one layer's, or a bidirectional level's two side by side."""
+    out: list[np.ndarray] = []
+    for level in model.levels([run.layer for run in fwd.layers]):
+        parts = [_take(fwd.layers[k], what) for k in level]
+        out.append(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2))
+    return out
+
+
 def value_names(cell: str) -> tuple[str, ...]:
     """What can be looked at per unit: h, the LSTM's c, and each gate."""
     return ("h",) + (("c",) if cell == "lstm" else ()) + (cells.GATE_ORDER[cell] if cell != "rnn" else ())
@@ -92,22 +112,25 @@ def run_text(
     """Run the model over `ids` (one per character, from `encode`) as the module docstring says,
     keeping the per-character values named in `keep` (see `value_names`) and, if asked, the
     logits of every prediction."""
-    n, H, V = len(ids), cfg.hidden_size, cfg.vocab_size
+    n, H, V = len(ids), width(cfg), cfg.vocab_size
     vals = [{w: np.full((n, H), np.nan, np.dtype(cfg.dtype)) for w in keep} for _ in range(cfg.layers)]
     lg = np.full((n, V), np.nan) if logits else None
     read = np.zeros(n, bool)
+    bi = cfg.bidirectional
     if mode == Mode.STREAM:
         state = None
         for s in range(0, n, CHUNK):
             x = ids[s : s + CHUNK, None].astype(np.int32)  # (T, 1)
-            fwd = model.forward(params, cfg, x, state)
+            fwd = model.forward(params, cfg, x, None if bi else state)
             state = fwd.state
-            for l, run in enumerate(fwd.layers):
-                for w in keep:
-                    vals[l][w][s : s + len(x)] = _take(run, w)[:, 0]
-            if lg is not None:  # step t predicts character t + 1
+            for w in keep:
+                for l, v in enumerate(_levels(fwd, w)):
+                    vals[l][w][s : s + len(x)] = v[:, 0]
+            if lg is not None and not bi:  # step t predicts character t + 1
                 lg[s + 1 : s + 1 + len(x)] = fwd.logits[: n - 1 - s, 0]
         read[:] = True
+        if lg is not None and bi:
+            lg[:] = masked_logits(params, cfg, mode, ids, CHUNK)
         return TextRun(ids, read, lg, vals)
 
     starts = line_starts(np.r_[ids, EOS] if n and ids[-1] != EOS else ids)  # the last line may lack its newline
@@ -128,16 +151,55 @@ def run_text(
         x[inside] = ids[src[inside]]
         has_nl = ends[which] < n  # (B,) the line ends with a newline in the text
         got = inside | ((t == L[None, :] + 1) & has_nl[None, :])  # (T, B) steps whose values we keep
-        fwd = model.forward(params, cfg, x)
-        for l, run in enumerate(fwd.layers):
-            for w in keep:
-                vals[l][w][src[got]] = _take(run, w)[got]
+        fwd = model.forward(params, cfg, x, lengths=L + 2 if bi else None)
+        for w in keep:
+            for l, v in enumerate(_levels(fwd, w)):
+                vals[l][w][src[got]] = v[got]
         read[src[got]] = True
-        if lg is not None:  # step t predicts the character at src + 1
+        if lg is not None and not bi:  # step t predicts the character at src + 1
             pred = (t <= L[None, :] - 1) | ((t == L[None, :]) & has_nl[None, :])  # (T, B)
             lg[src[pred] + 1] = fwd.logits[pred]
         k += len(which)
+    if lg is not None and bi:
+        lg[:] = masked_logits(params, cfg, mode, ids, 1 << 30)
     return TextRun(ids, read, lg, vals)
+
+
+def masked_logits(params: model.Params, cfg: ModelConfig, mode: Mode, ids: np.ndarray, max_len: int) -> np.ndarray:
+    """(n, V) logits of a bidirectional model for every character hidden in turn, NaN rows where
+    nothing is predicted (lines: the newlines). stream: a window of max_len characters around each;
+    lines: the character's own line, read between two <EOS>."""
+    n, V = len(ids), cfg.vocab_size
+    mask_id = model.input_size(cfg) - 1
+    out = np.full((n, V), np.nan)
+    rows: list[tuple[np.ndarray, int, int]] = []  # (frame, where the hidden character is in it, its position)
+    if mode == Mode.STREAM:
+        W = min(max_len, n)
+        for t in range(n):
+            s = min(max(t - W // 2, 0), n - W)
+            rows.append((ids[s : s + W], t - s, t))
+    else:
+        ends = np.flatnonzero(ids == EOS)
+        starts = np.r_[0, ends + 1]
+        ends = np.r_[ends, n]
+        for s, e in zip(starts, ends, strict=True):
+            frame = np.r_[EOS, ids[s:e], EOS]
+            rows += [(frame, k + 1, s + k) for k in range(e - s)]
+    rows.sort(key=lambda r: len(r[0]))
+    k = 0
+    while k < len(rows):
+        B = max(1, LINE_BATCH_CELLS // len(rows[min(k + 255, len(rows) - 1)][0]))
+        group = rows[k : k + B]
+        lengths = np.array([len(f) for f, _, _ in group])
+        x = np.full((int(lengths.max()), len(group)), EOS, np.int32)
+        where = np.array([a for _, a, _ in group])  # (b,) the hidden step of each row
+        for col, (f, _, _) in enumerate(group):
+            x[: len(f), col] = f
+        x[where, np.arange(len(group))] = mask_id
+        logits = model.forward(params, cfg, x, lengths=lengths).logits  # (T, b, V)
+        out[[p for _, _, p in group]] = logits[where, np.arange(len(group))]
+        k += B
+    return out
 
 
 def surprise(
@@ -146,6 +208,11 @@ def surprise(
     """(n,) -log2 p of every character in bits, NaN where not predicted (score.log_probs's rules:
     a stream's first character; an empty line's newline; lines: characters past `max_len`)."""
     out = np.full(len(ids), np.nan)
+    if cfg.bidirectional:  # each character hidden in turn
+        lg = log_softmax(masked_logits(params, cfg, mode, ids, max_len))
+        got = ~np.isnan(lg[:, 0])
+        out[got] = -lg[got, ids[got]] / np.log(2)
+        return out
     if mode == Mode.STREAM:
         lp = score.log_probs(params, cfg, mode, ids, max_len=max_len, batch_size=1)  # one stream, state carried
         return -lp / np.log(2)
@@ -322,8 +389,8 @@ def parse_unit(spec: str, gate: str | None, cfg: ModelConfig) -> UnitView:
     if not 0 <= layer < cfg.layers:
         raise OptionError(f"--unit {spec}: no layer {layer}; the model has {cfg.layers} "
                           f"(0{'' if cfg.layers == 1 else f' to {cfg.layers - 1}'})")
-    if not 0 <= unit < cfg.hidden_size:
-        raise OptionError(f"--unit {spec}: no unit {unit}; layers have {cfg.hidden_size} (0 to {cfg.hidden_size - 1})")
+    if not 0 <= unit < width(cfg):
+        raise OptionError(f"--unit {spec}: no unit {unit}; layers have {width(cfg)} (0 to {width(cfg) - 1})")
     what = gate or "h"
     if gate is not None:
         names = cells.GATE_ORDER[cfg.cell] if cfg.cell != "rnn" else ()

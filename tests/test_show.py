@@ -460,3 +460,36 @@ def test_page_in_a_browser(tmp_path):
     shot = tmp_path / "page.png"
     got = run_chromium(f"--screenshot={shot}", url + "#view=unit:0:5")
     assert got.returncode == 0 and shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("mode", ["lines", "stream"])
+def test_bidirectional_surprise_hides_each_character_in_turn(mode, tmp_path, capsys):
+    """A bidirectional model's surprise at t is -log2 of its prediction with t hidden as <MASK>;
+    its units are the two directions side by side."""
+    vocab = Vocab(" ,abcdeno")
+    cfg = ModelConfig(len(vocab), "gru", 4, 2, bidirectional=True, dtype="float64")
+    params = model.init_params(cfg, np.random.default_rng(0))
+    text = "anna bob\ncone" if mode == "lines" else "a bad cane, a bonne done"
+    meta = Meta(mode=Mode(mode), objective=cfg.objective, train=TrainConfig(seq_len=8))
+    ck = Checkpoint(cfg, vocab, params, meta=meta)
+    ids, _ = show.encode(text, vocab, Mode(mode))
+    bits = show.surprise(params, cfg, Mode(mode), ids, 8)
+    t = 2  # 'n' in both texts
+    if mode == "lines":
+        x = np.r_[EOS, ids[:8], EOS]  # its line, "anna bob", between two <EOS>
+        x[t + 1] = len(vocab)
+    else:
+        x = ids[:8].astype(np.int64).copy()
+        x[t] = len(vocab)
+    logits = model.forward(params, cfg, x[:, None].astype(np.int32)).logits[:, 0].astype(np.float64)
+    at = t + 1 if mode == "lines" else t
+    p = np.exp(logits[at] - logits[at].max())
+    p /= p.sum()
+    assert bits[t] == pytest.approx(-np.log2(p[ids[t]]), rel=1e-9)
+    if mode == "lines":
+        assert np.isnan(bits[8]) and np.isfinite(bits[:8]).all()  # the newline is never hidden
+    run_ = show.run_text(params, cfg, Mode(mode), ids, ("h",), logits=False)
+    assert run_.values[1]["h"].shape == (len(ids), 8)  # 2 x 4 units
+    checkpoint.save(tmp_path / "bi.npz", ck)
+    code, out, err = run(capsys, "show", tmp_path / "bi.npz", "--text", text, "--unit", "1:7")
+    assert code == 0, err
