@@ -17,7 +17,7 @@ one after a newline, as sampling starts).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,6 +176,22 @@ def _fill_forward(ck: Checkpoint, ids: np.ndarray, blanks: list[Blank], top: int
 # ---------------------------------------------------------------- one blank in each of many texts
 
 
+def padded_batches(frames: Sequence[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Texts of similar length together, at most MAX_CELLS steps a batch: (their indices in
+    `frames`, x (T, b) int32 padded with <EOS> at the end, lengths (b,))."""
+    lengths = np.array([len(f) for f in frames])
+    order = np.argsort(lengths, kind="stable")
+    k = 0
+    while k < len(order):
+        B = max(1, MAX_CELLS // int(lengths[order[min(k + 1023, len(order) - 1)]]))
+        group = order[k : k + B]
+        x = np.full((int(lengths[group].max()), len(group)), EOS, dtype=np.int32)  # (T, b)
+        for col, i in enumerate(group):
+            x[: lengths[i], col] = frames[i]
+        yield group, x, lengths[group]
+        k += B
+
+
 def fill_each(ck: Checkpoint, texts: Sequence[np.ndarray], positions: Sequence[int]) -> np.ndarray:
     """The model's choice for one blank per text (ids, and the blank's position in each), batched:
     one pass for a bidirectional model, every candidate scored for a forward one."""
@@ -198,25 +214,17 @@ def fill_each(ck: Checkpoint, texts: Sequence[np.ndarray], positions: Sequence[i
                 out[idx] = choices[scores.argmax(axis=1)]
         return out
     mask_id = model.input_size(ck.cfg) - 1
-    frames = [_bidirectional_frame(ck, t) for t in texts]
-    lengths = np.array([len(f) for f, _ in frames])
-    order = np.argsort(lengths, kind="stable")
-    k = 0
-    while k < len(order):
-        B = max(1, MAX_CELLS // int(lengths[order[min(k + 1023, len(order) - 1)]]))
-        group = order[k : k + B]
-        T = int(lengths[group].max())
-        x = np.full((T, len(group)), EOS, dtype=np.int32)
-        at = np.empty(len(group), dtype=np.int64)
-        for col, i in enumerate(group):
-            f, offset = frames[i]
-            x[: len(f), col] = f
-            at[col] = positions[i] + offset
-            x[at[col], col] = mask_id
-        logits = model.forward(ck.sampling_params, ck.cfg, x, lengths=lengths[group]).logits  # (T, b, V)
+    frames, where = [], []
+    for t, p in zip(texts, positions, strict=True):
+        f, offset = _bidirectional_frame(ck, t)
+        f[p + offset] = mask_id
+        frames.append(f)
+        where.append(p + offset)
+    for group, x, lengths in padded_batches(frames):
+        at = np.array(where)[group]
+        logits = model.forward(ck.sampling_params, ck.cfg, x, lengths=lengths).logits  # (T, b, V)
         picked = logits[at, np.arange(len(group))][:, choices]  # (b, C)
         out[group] = choices[picked.argmax(axis=1)]
-        k += B
     return out
 
 
@@ -234,27 +242,17 @@ def embed(ck: Checkpoint, texts: Sequence[np.ndarray]) -> np.ndarray:
     else:
         frames = [np.r_[_start_id(ck.vocab), t] for t in texts]
     first = 1 if bi and ck.meta.mode == Mode.LINES else 0
-    lengths = np.array([len(f) for f in frames])
     width = model.output_width(model.layer_specs(ck.cfg))
     out = np.empty((len(texts), width), dtype=np.float32)
-    order = np.argsort(lengths, kind="stable")
-    k = 0
-    while k < len(order):
-        B = max(1, MAX_CELLS // int(lengths[order[min(k + 1023, len(order) - 1)]]))
-        group = order[k : k + B]
-        T = int(lengths[group].max())
-        x = np.full((T, len(group)), EOS, dtype=np.int32)
-        for col, i in enumerate(group):
-            x[: lengths[i], col] = frames[i]
-        fwd = model.forward(ck.sampling_params, ck.cfg, x, lengths=lengths[group])
+    for group, x, lengths in padded_batches(frames):
+        fwd = model.forward(ck.sampling_params, ck.cfg, x, lengths=lengths)
         cols = np.arange(len(group))
-        last = lengths[group] - (2 if bi and ck.meta.mode == Mode.LINES else 1)  # the last character
+        last = lengths - (2 if bi and ck.meta.mode == Mode.LINES else 1)  # the last character
         top = [run for run in fwd.layers if run.layer.index == ck.cfg.layers - 1]
         parts = [top[0].hs[last, cols]]
         if bi:
             parts.append(top[1].hs[np.full(len(group), first), cols])
         out[group] = np.concatenate(parts, axis=1)
-        k += B
     return out
 
 

@@ -31,6 +31,7 @@ from charrnn import cells, model, score
 from charrnn.config import Mode, ModelConfig
 from charrnn.data import line_starts
 from charrnn.errors import OptionError
+from charrnn.fill import padded_batches
 from charrnn.vocab import EOS, UNK, Vocab
 
 __all__ = ["TextRun", "encode", "cut", "value_names", "run_text", "surprise", "top_predictions", "features",
@@ -185,20 +186,15 @@ def masked_logits(params: model.Params, cfg: ModelConfig, mode: Mode, ids: np.nd
         for s, e in zip(starts, ends, strict=True):
             frame = np.r_[EOS, ids[s:e], EOS]
             rows += [(frame, k + 1, s + k) for k in range(e - s)]
-    rows.sort(key=lambda r: len(r[0]))
-    k = 0
-    while k < len(rows):
-        B = max(1, LINE_BATCH_CELLS // len(rows[min(k + 255, len(rows) - 1)][0]))
-        group = rows[k : k + B]
-        lengths = np.array([len(f) for f, _, _ in group])
-        x = np.full((int(lengths.max()), len(group)), EOS, np.int32)
-        where = np.array([a for _, a, _ in group])  # (b,) the hidden step of each row
-        for col, (f, _, _) in enumerate(group):
-            x[: len(f), col] = f
-        x[where, np.arange(len(group))] = mask_id
+    frames = []
+    for f, at, _ in rows:
+        f = f.astype(np.int64)  # a copy: the hidden character becomes <MASK>
+        f[at] = mask_id
+        frames.append(f)
+    where, position = np.array([at for _, at, _ in rows], np.int64), np.array([p for _, _, p in rows], np.int64)
+    for group, x, lengths in padded_batches(frames):
         logits = model.forward(params, cfg, x, lengths=lengths).logits  # (T, b, V)
-        out[[p for _, _, p in group]] = logits[where, np.arange(len(group))]
-        k += B
+        out[position[group]] = logits[where[group], np.arange(len(group))]
     return out
 
 

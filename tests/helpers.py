@@ -103,3 +103,26 @@ def arrays_of(path: Path) -> dict[str, np.ndarray]:
     """Every array of a checkpoint file, read as plain data (never unpickled)."""
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+# ---------------------------------------------------------------- finite differences
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """|a - b| / (|a| + |b|): what the gradient checks compare."""
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-30))
+
+
+def numeric_grad(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar f() with respect to every element of arr (changed in place
+    and put back)."""
+    g = np.zeros_like(arr)
+    for i in np.ndindex(arr.shape):
+        old = arr[i]
+        arr[i] = old + eps
+        up = f()
+        arr[i] = old - eps
+        down = f()
+        arr[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return g

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import numeric_grad, rel_error
 
 from charrnn import model
 from charrnn.model import ModelConfig
@@ -15,23 +16,6 @@ CASES = [
     ("gru", "tanh", 2),
     ("lstm", "tanh", 2),
 ]
-
-
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-30))
-
-
-def numeric_grad(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(arr)
-    for i in np.ndindex(arr.shape):
-        old = arr[i]
-        arr[i] = old + eps
-        up = f()
-        arr[i] = old - eps
-        down = f()
-        arr[i] = old
-        g[i] = (up - down) / (2 * eps)
-    return g
 
 
 def setup(cell, activation, layers, dropout=0.0, T=5, B=3, V=7, H=5, seed=0):

@@ -6,29 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import numeric_grad, rel_error
 
 from charrnn import cells, model
 from charrnn.config import ModelConfig
 from charrnn.model import Layer
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
-
-
-def rel_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-30))
-
-
-def numeric_grad(f, arr: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    g = np.zeros_like(arr)
-    for i in np.ndindex(arr.shape):
-        old = arr[i]
-        arr[i] = old + eps
-        up = f()
-        arr[i] = old - eps
-        down = f()
-        arr[i] = old
-        g[i] = (up - down) / (2 * eps)
-    return g
 
 
 def mixed_stack(cell: str, activation: str, V: int) -> list[Layer]:
