@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 
 from charrnn import checkpoint
-from charrnn.config import Mode, ModelConfig, Objective, TrainConfig, option
+from charrnn.config import Mode, ModelConfig, TrainConfig, option
 from charrnn.errors import CharrnnError, OptionError
 from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
@@ -634,17 +634,20 @@ def run_export(ckpt: Path, target: Path) -> int:
     if not target.parent.is_dir():
         raise CharrnnError(f"{target.parent}: no such folder")
     ck = checkpoint.load(ckpt)
-    if ck.meta.objective != Objective.NEXT:  # the only one today; a new one needs its own mapping
-        raise CharrnnError(f"{ckpt}: cannot export a model with objective {ck.meta.objective}")
     export = interop.Export(ck.cfg, ck.vocab, ck.meta.mode, ck.meta.objective, ck.meta.source, ck.meta.train.seq_len)
     tensors = interop.to_torch(ck.sampling_params, ck.cfg)
     interop.write_file(target, tensors, interop.metadata(export))
     cfg = ck.cfg
     kind = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[cfg.cell]
+    from charrnn.model import input_size
+
+    bi = cfg.bidirectional
     out.print(f"wrote [bold]{target}[/]: {len(tensors)} tensors ({'best' if ck.best is not None else 'current'} "
-              f"weights), nn.{kind}({cfg.vocab_size}, {cfg.hidden_size}, num_layers={cfg.layers}"
+              f"weights), nn.{kind}({input_size(cfg)}, {cfg.hidden_size}, num_layers={cfg.layers}"
               + (f", nonlinearity='{cfg.activation}'" if cfg.cell == "rnn" else "")
-              + f") + nn.Linear({cfg.hidden_size}, {cfg.vocab_size}) as 'out', {cfg.dtype}, one-hot inputs")
+              + (", bidirectional=True" if bi else "")
+              + f") + nn.Linear({(2 if bi else 1) * cfg.hidden_size}, {cfg.vocab_size}) as 'out', {cfg.dtype}, "
+              + ("one-hot inputs, <MASK> = the last" if bi else "one-hot inputs"))
     return 0
 
 
@@ -664,8 +667,9 @@ def run_import(source: Path, target: Path | None) -> int:
     ck = checkpoint.Checkpoint(export.cfg, export.vocab, params, dict(params), meta=meta)
     checkpoint.save(target, ck)
     cfg = export.cfg
-    out.print(f"saved [bold]{target}[/]: {cfg.cell}, {cfg.layers} × {cfg.hidden_size}, {cfg.dtype}, "
-              f"vocabulary {len(export.vocab)}, {export.mode} mode; try  charrnn sample {target}")
+    use = f"charrnn fill {target} 'th_ qu_ck'" if cfg.bidirectional else f"charrnn sample {target}"
+    out.print(f"saved [bold]{target}[/]: {'bidirectional ' if cfg.bidirectional else ''}{cfg.cell}, {cfg.layers} × "
+              f"{cfg.hidden_size}, {cfg.dtype}, vocabulary {len(export.vocab)}, {export.mode} mode; try  {use}")
     return 0
 
 

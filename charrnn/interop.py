@@ -33,7 +33,7 @@ import numpy as np
 from charrnn import cells
 from charrnn.config import ACTIVATIONS, CELLS, DTYPES, Mode, ModelConfig, Objective
 from charrnn.errors import CharrnnError
-from charrnn.model import Layer, Params, layer_specs
+from charrnn.model import Layer, Params, input_size, layer_specs, output_width
 from charrnn.vocab import EOS, SPECIALS, UNK, Vocab
 
 FORMAT = "charrnn-torch"
@@ -68,7 +68,7 @@ def torch_shapes(cfg: ModelConfig, stack: list[Layer] | None = None) -> dict[str
         G, n = layer_names(layer), layer.gates * layer.hidden
         shapes.update({G["weight_ih"]: (n, layer.n_in), G["weight_hh"]: (n, layer.hidden),
                        G["bias_ih"]: (n,), G["bias_hh"]: (n,)})
-    shapes["out.weight"] = (cfg.vocab_size, stack[-1].hidden)
+    shapes["out.weight"] = (cfg.vocab_size, output_width(stack))
     shapes["out.bias"] = (cfg.vocab_size,)
     return shapes
 
@@ -84,7 +84,7 @@ def to_torch(params: Params, cfg: ModelConfig, stack: list[Layer] | None = None)
         t[names["weight_hh"]] = params[W_h][:, cols].T  # (G, H)
         t[names["bias_ih"]] = params[b][cols]  # (G,)
         t[names["bias_hh"]] = np.zeros_like(params[b])  # (G,)
-    t["out.weight"] = params["W_y"].T  # (V, H)
+    t["out.weight"] = params["W_y"].T  # (V, H), or (V, 2H) after a bidirectional level
     t["out.bias"] = params["b_y"]  # (V,)
     return {k: np.ascontiguousarray(v, dtype=cfg.dtype) for k, v in t.items()}
 
@@ -136,9 +136,10 @@ def metadata(e: Export) -> dict[str, str]:
         "format_version": str(FORMAT_VERSION),
         "vocab": json.dumps({"chars": e.vocab.chars, "specials": {SPECIALS[UNK]: UNK, SPECIALS[EOS]: EOS},
                              "first_char_id": len(SPECIALS)}),
-        "model": json.dumps({"cell": cfg.cell, "input_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
+        "model": json.dumps({"cell": cfg.cell, "input_size": input_size(cfg), "hidden_size": cfg.hidden_size,
                              "num_layers": cfg.layers, "nonlinearity": cfg.activation, "dtype": cfg.dtype,
-                             "output_size": cfg.vocab_size, "input": "one-hot", "batch_first": False}),
+                             "bidirectional": cfg.bidirectional, "output_size": cfg.vocab_size, "input": "one-hot",
+                             "batch_first": False, "mask_id": input_size(cfg) - 1 if cfg.bidirectional else None}),
         "data": json.dumps({"mode": e.mode.value, "objective": e.objective.value, "source": e.source,
                             "seq_len": e.seq_len}),
     }
@@ -186,17 +187,23 @@ def parse_metadata(meta: Any) -> Export:
         if value not in allowed:
             raise InteropError(f"unknown {name} {value!r} (charrnn has {', '.join(allowed)})")
     hidden, layers, n_in = (_field(m, k, int, "model") for k in ("hidden_size", "num_layers", "input_size"))
-    if n_in != len(vocab) or m.get("output_size") != len(vocab):
+    bidirectional = m.get("bidirectional", False)
+    if not isinstance(bidirectional, bool):
+        raise InteropError("the metadata's model.bidirectional is not true or false")
+    if n_in != len(vocab) + bidirectional or m.get("output_size") != len(vocab):  # + <MASK> when bidirectional
         raise InteropError(f"the model reads and predicts {n_in} and {m.get('output_size')} ids but the "
-                           f"vocabulary has {len(vocab)}")
+                           f"vocabulary has {len(vocab)}" + (" (+ <MASK>)" if bidirectional else ""))
     if not (1 <= hidden <= 1 << 16 and 1 <= layers <= 64):
         raise InteropError(f"hidden_size {hidden} or num_layers {layers} out of range")
-    cfg = ModelConfig(len(vocab), cell, hidden, layers, nonlinearity, 0.0, dtype)
+    cfg = ModelConfig(len(vocab), cell, hidden, layers, nonlinearity, 0.0, dtype, bidirectional)
     d = _json_table(meta, "data")
     try:
         mode, objective = Mode(d.get("mode")), Objective(d.get("objective"))
     except ValueError as e:
         raise InteropError(f"the metadata's data: {e}") from None
+    if objective != cfg.objective:
+        raise InteropError(f"a {'bidirectional' if bidirectional else 'forward'} model cannot have objective "
+                           f"{objective.value!r}")
     seq_len = _field(d, "seq_len", int, "data")
     if seq_len < 1:
         raise InteropError(f"the metadata's data.seq_len is {seq_len}")

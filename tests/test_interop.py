@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from helpers import run
 
-from charrnn import checkpoint, interop, model
+from charrnn import cells, checkpoint, interop, model
 from charrnn.config import Mode, ModelConfig, TrainConfig
 from charrnn.vocab import Vocab
 
@@ -255,3 +255,60 @@ def test_pytorch_ddp_training_step_imports_back(tmp_path, capsys):
     meta = json.loads(interop.metadata(interop.Export(after.cfg, after.vocab, after.meta.mode, after.meta.objective,
                                                       after.meta.source, after.meta.train.seq_len))["data"])
     assert meta == {"mode": "lines", "objective": "next", "source": "toy.txt", "seq_len": 12}
+
+
+# ---------------------------------------------------------------- bidirectional models
+
+
+def bidirectional_checkpoint(path: Path, cell: str, activation: str) -> checkpoint.Checkpoint:
+    cfg = ModelConfig(len(VOCAB), cell, 5, 2, activation, bidirectional=True)
+    rng = np.random.default_rng(2)
+    params = {k: v + 0.2 * rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.init_params(cfg, rng).items()}
+    meta = checkpoint.Meta(mode=Mode.LINES, objective=cfg.objective, source="toy.txt", train=TrainConfig(seq_len=12))
+    ck = checkpoint.Checkpoint(cfg, VOCAB, params, dict(params), meta=meta)
+    checkpoint.save(path, ck)
+    return ck
+
+
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_bidirectional_export_is_pytorchs_bidirectional_layout_and_comes_back(tmp_path, capsys, cell, activation):
+    ck = bidirectional_checkpoint(tmp_path / "bi.npz", cell, activation)
+    code, out, err = run(capsys, "export", tmp_path / "bi.npz", tmp_path / "bi.safetensors")
+    assert code == 0 and "bidirectional=True" in out, err
+    tensors = interop.read_file(tmp_path / "bi.safetensors")[1]
+    assert set(tensors) == set(ck.params)  # back in charrnn's names: W_x0_rev ...
+    code, _, err = run(capsys, "import", tmp_path / "bi.safetensors", "--out", tmp_path / "back.npz")
+    assert code == 0, err
+    back = checkpoint.load(tmp_path / "back.npz")
+    assert back.cfg == ck.cfg and back.meta.objective == ck.meta.objective and back.format_version == 2
+    for name, a in ck.params.items():
+        assert np.array_equal(back.sampling_params[name], a), name
+    fills = [run(capsys, "fill", tmp_path / f, "b_d", "--top", "3", "--json") for f in ("bi.npz", "back.npz")]
+    assert fills[0][0] == 0 and fills[0][1] == fills[1][1]
+
+
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_pytorch_bidirectional_computes_the_same_logits(cell, activation):
+    """nn.LSTM/GRU/RNN(bidirectional=True) on one-hot inputs of V + 1 (the last is <MASK>) gives
+    charrnn's logits, with <MASK> among the inputs."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cfg = ModelConfig(len(VOCAB), cell, 16, 2, activation, bidirectional=True)
+    rng = np.random.default_rng(3)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.init_params(cfg, rng).items()}
+    if activation == "relu":
+        params.update({k: v * 0.5 for k, v in params.items() if k.startswith("W_h")})
+    tensors = interop.to_torch(params, cfg)
+    assert tensors["weight_ih_l1_reverse"].shape == (16 * cells.GATES[cell], 32)  # reads [h→; h←]
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    extra = {"nonlinearity": activation} if cell == "rnn" else {}
+    rnn = kind(len(VOCAB) + 1, 16, 2, bidirectional=True, **extra)
+    rnn.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items() if not k.startswith("out.")})
+    out = torch.nn.Linear(32, len(VOCAB))
+    out.load_state_dict({"weight": torch.from_numpy(tensors["out.weight"]),
+                         "bias": torch.from_numpy(tensors["out.bias"])})
+    x = rng.integers(0, len(VOCAB) + 1, size=(60, 3))  # (T, B), <MASK> (id V) among them
+    with torch.no_grad():
+        h, _ = rnn(torch.nn.functional.one_hot(torch.from_numpy(x), len(VOCAB) + 1).float())
+        theirs = out(h).numpy()
+    assert np.abs(theirs - model.forward(params, cfg, x).logits).max() < 1e-5
