@@ -92,9 +92,11 @@ def train(
         0.5, help="Multiply the learning rate by this when validation did not improve, in (0, 1] (1: off)."),
     clip: float = typer.Option(5.0, help="Gradient clipping threshold (0: off)."),
     clip_mode: str = typer.Option("norm", help="norm: rescale the global gradient norm; value: clip each element."),
-    steps: Optional[int] = typer.Option(None, help="Stop after this many steps in all."),
-    epochs: Optional[float] = typer.Option(None, help="Stop after this many passes over the training text."),
-    time_minutes: Optional[float] = typer.Option(None, "--time", help="Stop this run after this many minutes."),
+    steps: Optional[int] = typer.Option(None, help="Stop after this many steps in all (0: no limit)."),
+    epochs: Optional[float] = typer.Option(
+        None, help="Stop after this many passes over the training text (0: no limit)."),
+    time_minutes: Optional[float] = typer.Option(
+        None, "--time", help="Stop this run after this many minutes (0: no limit; a resumed run keeps the limit)."),
     eval_every: Optional[int] = typer.Option(
         None, help="Steps between validation, sample preview and checkpoint save."),
     patience: Optional[int] = typer.Option(
@@ -108,6 +110,9 @@ def train(
         None, help="Bidirectional: fraction of characters hidden in each batch, in spans of 1-3 [default: 0.15]."),
     resume: Optional[Path] = typer.Option(
         None, help="Continue training from this checkpoint (same optimizer state, data position and RNG)."),
+    init_from: Optional[Path] = typer.Option(
+        None, help="Start from this checkpoint's weights and vocabulary on TEXT_FILE, with a fresh optimizer "
+        "(fine-tuning; characters it does not know become <UNK>)."),
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = "strict",
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or previews."),

@@ -37,7 +37,7 @@ TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 STOPS = ("steps", "epochs", "time_minutes")
 # options that may change when resuming; the others define the model and its data
 RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", *STOPS, "eval_every", "patience",
-             "quiet", "out", "resume", "text_file", "encoding", "errors", "force"}
+             "quiet", "out", "resume", "text_file", "encoding", "errors", "force", "init_from"}
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -94,9 +94,7 @@ def resumed_configs(o: dict[str, Any], explicit: set[str], resume: checkpoint.Ch
         if before is not None and before != o[name] and name != "mode":
             raise CharrnnError(f"{option(name)} cannot change when resuming "
                                f"(the checkpoint has {before}); train a new model instead")
-    changes = {k: o[k] for k in explicit & RESUMABLE if k in TRAIN_FIELDS}
-    if "time_minutes" not in explicit:
-        changes["time_minutes"] = 0.0
+    changes = {k: o[k] for k in explicit & RESUMABLE if k in TRAIN_FIELDS}  # the rest, stop limits too, as they were
     model_cfg = replace(resume.cfg, dropout=o["dropout"]) if "dropout" in explicit else resume.cfg
     return model_cfg, replace(old, **changes)
 
@@ -151,18 +149,40 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
     from charrnn.train import Trainer
 
     notes: list[str] = []
-    if resume is None:
+    source = Path(o["text_file"]).name
+    if o.get("init_from") and resume is not None:
+        raise OptionError("--init-from starts a new run from a checkpoint's weights; --resume continues one: "
+                          "choose one")
+    if o.get("init_from"):
+        init = checkpoint.load(o["init_from"])
+        for name in sorted(explicit & set(MODEL_FIELDS) - {"dropout"}):
+            if o[name] != getattr(init.cfg, name):
+                raise OptionError(f"{option(name)} cannot change with --init-from (the checkpoint has "
+                                  f"{getattr(init.cfg, name)}): its weights are that model's")
+        mode = o["mode"] if "mode" in explicit else init.meta.mode
+        corpus = data.make_corpus(text, mode, o["val_fraction"], o["min_count"], o["max_vocab"], o["seed"],
+                                  vocab=init.vocab)
+        _, cfg, chosen = resolve_configs(o, explicit, corpus)
+        chosen -= set(MODEL_FIELDS)  # the checkpoint's, not chosen from this text
+        model_cfg = replace(init.cfg, dropout=o["dropout"]) if "dropout" in explicit else init.cfg
+        trainer = Trainer(corpus, model_cfg, cfg, source=source)
+        trainer.params = {k: v.copy() for k, v in init.sampling_params.items()}
+        notes.append(f"starting from the weights and vocabulary of {o['init_from']} ({init.meta.progress.step:,} "
+                     "steps), with a fresh optimizer")
+    elif resume is None:
         corpus = data.make_corpus(text, o["mode"], o["val_fraction"], o["min_count"], o["max_vocab"], o["seed"])
         model_cfg, cfg, chosen = resolve_configs(o, explicit, corpus)
-        trainer = Trainer(corpus, model_cfg, cfg, source=Path(o["text_file"]).name)
+        trainer = Trainer(corpus, model_cfg, cfg, source=source)
     else:
         model_cfg, cfg = resumed_configs(o, explicit, resume)
         corpus = data.make_corpus(text, resume.meta.mode, cfg.val_fraction, cfg.min_count, cfg.max_vocab,
                                   cfg.seed, vocab=resume.vocab)
         trainer = Trainer(corpus, model_cfg, cfg, resume=resume)
         if resume.meta.corpus.fingerprint not in (None, trainer.fingerprint):
-            notes.append("this text differs from the one the checkpoint was trained on: "
-                         "training continues on it, but this is not an exact resume")
+            notes.append("this text differs from the one the checkpoint was trained on: training continues on it "
+                         "(not an exact resume), judged on its own validation set, with best weights and "
+                         "history of validation starting afresh")
+            trainer.new_text(source)
         chosen = set()
     notes += trainer.notes
     if corpus.unk_chars > 0:

@@ -137,6 +137,11 @@ class Trainer:
         self.source = ck.meta.source
         self._hashes = ck.line_hashes
 
+    def new_text(self, source: str) -> None:
+        """Resumed on another text: what was judged on the old one (best weights, validation history,
+        the plateau, the novelty hashes) starts afresh on this one; weights and optimizer carry on."""
+        self.best, self.plateau, self.val_losses, self.source, self._hashes = None, Plateau(), [], source, None
+
     def meta(self) -> Meta:
         c, pl = self.corpus, self.plateau
         return Meta(

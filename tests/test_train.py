@@ -154,3 +154,46 @@ def test_nan_loss_mid_run_keeps_the_last_good_checkpoint(tmp_path, capsys, monke
     assert error_line(code, err) == ("Error: the loss became nan at step 7; the checkpoint keeps the last good "
                                      "state: try a lower --lr or a smaller --clip")
     assert checkpoint.load(ck).meta.progress.step == 6
+
+
+# ---------------------------------------------------------------- fine-tuning and resuming on another text
+
+WORDS = "\n".join(["stone", "water", "winter", "tower", "river", "letter", "better", "summer", "wonder", "silver"] * 4)
+
+
+def test_init_from_fine_tunes_on_a_new_text(tmp_path, capsys, names_x4_file):
+    """--init-from: the checkpoint's weights and vocabulary, the new text's validation, a fresh
+    optimizer; eval on the new text improves and samples change."""
+    words = tmp_path / "words.txt"
+    words.write_text(WORDS + "\n")
+    base, tuned = tmp_path / "names.npz", tmp_path / "tuned.npz"
+    assert run(capsys, "train", names_x4_file, "--out", base, *TINY_H16_12STEPS)[0] == 0
+    code, _, err = run(capsys, "train", words, "--init-from", base, "--out", tuned, "--steps", "60", "--eval-every",
+                       "20", "--lr", "0.01", "--quiet")
+    assert code == 0 and "starting from the weights and vocabulary of" in err, err
+    ck_base, ck = checkpoint.load(base), checkpoint.load(tuned)
+    assert ck.vocab == ck_base.vocab and ck.cfg == ck_base.cfg and ck.meta.source == "words.txt"
+    assert ck.meta.progress.step == 60 and ck.meta.corpus.chars == len(WORDS) + 1
+    before = json.loads(run(capsys, "eval", base, words, "--json")[1])["loss"]
+    after = json.loads(run(capsys, "eval", tuned, words, "--json")[1])["loss"]
+    assert after < before - 0.3, (before, after)
+    samples = [run(capsys, "sample", f, "-n", "5", "--seed", "1", "--allow-seen")[1] for f in (base, tuned)]
+    assert samples[0] != samples[1]
+    code, _, err = run(capsys, "train", words, "--init-from", base, "--out", tmp_path / "x.npz",
+                       "--hidden-size", "32")
+    assert "--hidden-size cannot change with --init-from" in error_line(code, err)
+
+
+def test_resume_keeps_the_stop_limits_and_a_new_text_starts_its_own_validation(tmp_path, capsys, names_x4_file):
+    ckpt = tmp_path / "m.npz"
+    assert run(capsys, "train", names_x4_file, "--out", ckpt, "--steps", "6", "--time", "5", "--epochs", "40",
+               *TINY_H16_12STEPS[:4], "--eval-every", "3", "--quiet")[0] == 0
+    assert run(capsys, "train", names_x4_file, "--resume", ckpt, "--steps", "9", "--quiet")[0] == 0
+    train = checkpoint.load(ckpt).meta.train
+    assert (train.time_minutes, train.epochs, train.steps) == (5.0, 40.0, 9)  # kept unless given again
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(["anna", "nina", "bob", "dina", "lena", "kai", "ivo", "gus"] * 5) + "\n")
+    code, _, err = run(capsys, "train", words, "--resume", ckpt, "--steps", "12", "--quiet")
+    assert code == 0 and "judged on its own validation set" in err
+    ck = checkpoint.load(ckpt)
+    assert ck.meta.source == "words.txt" and [s for s, _ in ck.val_losses] == [12]  # only evaluations on words
