@@ -116,6 +116,10 @@ def train(
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = "strict",
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or previews."),
+    threads: int = typer.Option(
+        1, help="BLAS threads for the matrix products. One is the default: on a busy machine more threads wait "
+        "on each other (2x to 10x slower measured); on an idle one, 2 gain 15-25 %. OPENBLAS_NUM_THREADS, if set, "
+        "wins."),
     force: bool = typer.Option(False, "--force", help="Replace an existing checkpoint at --out (not resumed)."),
 ) -> None:
     from charrnn.commands import run_train
@@ -309,9 +313,31 @@ def show(
                       errors))
 
 
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def blas_threads(argv: list[str]) -> int:
+    """BLAS threads for this run: `train --threads N`, else 1. Measured (benchmarks/threads.py, 2
+    cores): with another process busy on one core, training with 2 threads took 2.1x as long as with
+    one (the issue that asked for this saw 9x); idle, one thread is 15-25 % slower. Machines are rarely
+    idle, so one thread is the default and more is asked for."""
+    for i, a in enumerate(argv):
+        value = a.split("=", 1)[1] if a.startswith("--threads=") else argv[i + 1] if a == "--threads" and \
+            i + 1 < len(argv) else None
+        if value is not None:
+            return int(value) if value.isdigit() and int(value) > 0 else 1  # a bad value: train refuses it
+    return 1
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one `Error:` line on stderr, never a traceback."""
+    import os
+
     from charrnn.errors import CharrnnError, OptionError
+
+    if "numpy" not in sys.modules and not any(v in os.environ for v in BLAS_THREADS):  # BLAS reads them once, at load
+        n = blas_threads(sys.argv[1:] if argv is None else argv)
+        os.environ.update({v: str(n) for v in BLAS_THREADS})
 
     command = typer.main.get_command(app)
     try:

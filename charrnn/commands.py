@@ -37,7 +37,7 @@ TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 STOPS = ("steps", "epochs", "time_minutes")
 # options that may change when resuming; the others define the model and its data
 RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", *STOPS, "eval_every", "patience",
-             "quiet", "out", "resume", "text_file", "encoding", "errors", "force", "init_from"}
+             "quiet", "out", "resume", "text_file", "encoding", "errors", "force", "init_from", "threads"}
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -228,10 +228,17 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
          + (f", clip {cfg.clip} ({cfg.clip_mode})" if cfg.clip else ", no clipping")),
         ("stop at", ", ".join(s for s in stops if s) or "Ctrl-C"),
         ("evaluate", f"every {v('eval_every', cfg.eval_every)} steps, seed {cfg.seed}"),
+        ("threads", _threads_shown()),
     ]
     for row in rows:
         t.add_row(*row)
     return t
+
+
+def _threads_shown() -> str:
+    """The BLAS thread count this process runs with, and where it came from."""
+    n = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    return f"{n} BLAS (--threads; OPENBLAS_NUM_THREADS wins)" if n else "BLAS default (all cores)"
 
 
 class TrainDisplay:
@@ -335,6 +342,8 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     from charrnn import data, report
 
     check_train_options(o)
+    if o.get("threads", 1) < 1:
+        raise OptionError(f"--threads must be at least 1, not {o['threads']}")
     resume = checkpoint.load(o["resume"]) if o["resume"] else None
     target = checkpoint_target(o)
     text_file = Path(o["text_file"])

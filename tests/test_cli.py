@@ -6,6 +6,8 @@ What the commands do in depth is in the file of their subject: test_train.py (re
 test_sample.py, test_checkpoint.py, test_text_input.py, test_signals.py."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -249,3 +251,22 @@ def test_checkpoints_are_written_with_the_users_umask(tmp_path, capsys, names_x4
         os.umask(old)
     assert code == 0, err
     assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o640
+
+
+def test_blas_threads_default_to_one_and_follow_threads(tmp_path, names_x4_file):
+    from charrnn.cli import blas_threads
+
+    assert blas_threads(["sample", "x.npz"]) == 1 and blas_threads(["train", "t", "--threads", "4"]) == 4
+    assert blas_threads(["train", "t", "--threads=3"]) == 3 and blas_threads(["train", "t", "--threads", "x"]) == 1
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                                            "MKL_NUM_THREADS")}
+    r = subprocess.run([sys.executable, "-m", "charrnn", "train", str(names_x4_file), "-o", str(tmp_path / "m.npz"),
+                        "--steps", "2", "--hidden-size", "8", "--threads", "2"], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"threads\s+2 BLAS", r.stdout), r.stdout
+    code = "import sys; from charrnn.cli import main; main(sys.argv[1:])"
+    r = subprocess.run([sys.executable, "-c", code, "train", str(names_x4_file), "-o", str(tmp_path / "m.npz"),
+                        "--steps", "2", "--hidden-size", "8", "--force"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert re.search(r"threads\s+1 BLAS", r.stdout), r.stdout
