@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one `Error:` line on stderr, never a traceback."""
     import os
 
-    from charrnn.errors import CharrnnError, OptionError
+    from charrnn.errors import CharrnnError, OptionError, visible
 
     if "numpy" not in sys.modules and not any(v in os.environ for v in BLAS_THREADS):  # BLAS reads them once, at load
         n = blas_threads(sys.argv[1:] if argv is None else argv)
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command.main(args=argv, prog_name="charrnn", standalone_mode=False)
     except CharrnnError as e:
-        print(f"Error: {e}", file=sys.stderr)
+        print(f"Error: {visible(e)}", file=sys.stderr)
         sys.exit(2 if isinstance(e, OptionError) else 1)  # a bad option value is a usage error
     except (KeyboardInterrupt, typer.Abort):
         print("Error: interrupted", file=sys.stderr)

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from charrnn import checkpoint
 from charrnn.config import Mode, ModelConfig, TrainConfig, option
-from charrnn.errors import CharrnnError, OptionError
+from charrnn.errors import CharrnnError, OptionError, visible
 from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
 
@@ -41,6 +41,14 @@ RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", *ST
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def plain(value: object) -> str:
+    """A path or a string from a file, for rich markup: its brackets escaped (`names[v2].txt` stays
+    whole, `[/x]` cannot break the output) and control characters shown, never sent to the terminal."""
+    from rich.markup import escape
+
+    return escape(visible(value))
 
 
 def shown(ch: str) -> str:
@@ -195,7 +203,7 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
     from rich.table import Table
 
     model_cfg, cfg, corpus = trainer.model_cfg, trainer.cfg, trainer.corpus
-    t = Table(title=f"charrnn train [bold]{source}[/]", title_justify="left", box=None, pad_edge=False,
+    t = Table(title=f"charrnn train [bold]{plain(source)}[/]", title_justify="left", box=None, pad_edge=False,
               show_header=False)
     t.add_column(style="dim", no_wrap=True)
     t.add_column(overflow="fold")
@@ -355,9 +363,9 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     if not quiet:
         out.print(config_table(trainer, chosen, text_file.name, n_params))
         if resume is not None:
-            out.print(f"[dim]resuming from[/] {o['resume']} [dim]at step[/] {trainer.step:,}")
+            out.print(f"[dim]resuming from[/] {plain(o['resume'])} [dim]at step[/] {trainer.step:,}")
     for note in notes:
-        err.print(f"[yellow]Note:[/] {note}")
+        err.print(f"[yellow]Note:[/] {plain(note)}")
 
     display = TrainDisplay(trainer, target, quiet)
     with stop_on_signals(trainer) as got:
@@ -372,21 +380,21 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     if trainer.step % trainer.cfg.eval_every == 0 and trainer.step > 0:
         display.save()  # the last evaluation was saved before the stop reason was known
     if trainer.stop_reason == "interrupted":
-        err.print(f"[yellow]{SIGNALS[got[0]]}[/]: saved {target} at step {trainer.step:,}. Resume with:\n"
-                  f"  charrnn train {text_file} --resume {target}")
+        err.print(f"[yellow]{SIGNALS[got[0]]}[/]: saved {plain(target)} at step {trainer.step:,}. Resume with:\n"
+                  f"  charrnn train {plain(text_file)} --resume {plain(target)}")
         return 130 if got[0] == signal.SIGINT else 143
     if not quiet:
         best = trainer.best_val
         fig = report.loss_figures(best if math.isfinite(best) else None)
-        summary = f"[bold]done[/]: {trainer.stop_reason}; {trainer.step:,} steps in {trainer.wall_time:,.0f} s"
+        summary = f"[bold]done[/]: {plain(trainer.stop_reason)}; {trainer.step:,} steps in {trainer.wall_time:,.0f} s"
         if fig["loss"] is not None:
             unit = "nats per hidden char" if trainer.model_cfg.bidirectional else "nats/char"
             summary += (f"; best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
                         f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
         out.print(summary)
         bi = trainer.model_cfg.bidirectional
-        use = f"charrnn fill {target} 'th_ qu_ck'" if bi else f"charrnn sample {target} -n 10"
-        out.print(f"saved [bold]{target}[/]: try  {use}")
+        use = f"charrnn fill {plain(target)} 'th_ qu_ck'" if bi else f"charrnn sample {plain(target)} -n 10"
+        out.print(f"saved [bold]{plain(target)}[/]: try  {use}")
     return 0
 
 
@@ -454,14 +462,14 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     from charrnn.chart import line_chart
 
     m, d, tr, prm = s["config"]["model"], s["data"], s["training"], s["parameters"]
-    out.print(f"[bold]{ckpt}[/]  [dim](format {s['format_version']})[/]")
+    out.print(f"[bold]{plain(ckpt)}[/]  [dim](format {s['format_version']})[/]")
     top = Table(box=None, show_header=False, pad_edge=False)
     for _ in range(4):
         top.add_column()
     cell = ("bidirectional " if m.get("bidirectional") else "") + m["cell"] + (
         f" ({m['activation']})" if m["cell"] == "rnn" else "")
     top.add_row("[dim]model[/]", f"{cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}",
-                "[dim]data[/]", f"{d.get('mode')} mode, {d.get('source') or '?'}, {d.get('chars', 0):,} chars"
+                "[dim]data[/]", f"{d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
                 + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
     out.print(top)
     vocab = "".join(shown(c) for c in s["vocab"]["chars"])
@@ -493,7 +501,7 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     out.print(f"[dim]steps[/] {tr['steps']:,}  [dim]epochs[/] {tr['epochs']:.2f}  "
               f"[dim]chars seen[/] {tr['chars_seen']:,}"
               f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}"
-              + (f"  [dim]stopped:[/] {tr['stop_reason']}" if tr["stop_reason"] else ""))
+              + (f"  [dim]stopped:[/] {plain(tr['stop_reason'])}" if tr["stop_reason"] else ""))
     h = tr["history"]
     series = {}
     if h["train"]:
@@ -537,7 +545,7 @@ def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: 
     if as_json:
         print(json.dumps(result, indent=2))
         return 0
-    out.print(f"[bold]{text_file}[/] ({mode} mode): {chars:,} characters scored"
+    out.print(f"[bold]{plain(text_file)}[/] ({mode} mode): {chars:,} characters scored"
               + (" (<EOS> included)" if mode == Mode.LINES else ""))
     out.print(f"  loss       {fig['loss']:.4f} nats/char\n  bits/char  {fig['bits_per_char']:.4f}\n"
               f"  perplexity {fig['perplexity']:.3f}")
@@ -562,7 +570,7 @@ def _eval_masked(ck: checkpoint.Checkpoint, text_file: Path, ids: np.ndarray, st
     if as_json:
         print(json.dumps(result, indent=2))
         return 0
-    out.print(f"[bold]{text_file}[/] ({mode} mode, bidirectional): characters hidden as in training "
+    out.print(f"[bold]{plain(text_file)}[/] ({mode} mode, bidirectional): characters hidden as in training "
               f"({cfg.mask_rate:.0%}, spans of 1-3, fixed seed)")
     out.print(f"  loss       {fig['loss']:.4f} nats per hidden character\n  bits/char  {fig['bits_per_char']:.4f}\n"
               f"  perplexity {fig['perplexity']:.3f}")
@@ -671,7 +679,7 @@ def run_export(ckpt: Path, target: Path) -> int:
     from charrnn.model import input_size
 
     bi = cfg.bidirectional
-    out.print(f"wrote [bold]{target}[/]: {len(tensors)} tensors ({'best' if ck.best is not None else 'current'} "
+    out.print(f"wrote [bold]{plain(target)}[/]: {len(tensors)} tensors ({'best' if ck.best is not None else 'current'} "
               f"weights), nn.{kind}({input_size(cfg)}, {cfg.hidden_size}, num_layers={cfg.layers}"
               + (f", nonlinearity='{cfg.activation}'" if cfg.cell == "rnn" else "")
               + (", bidirectional=True" if bi else "")
@@ -696,9 +704,10 @@ def run_import(source: Path, target: Path | None) -> int:
     ck = checkpoint.Checkpoint(export.cfg, export.vocab, params, dict(params), meta=meta)
     checkpoint.save(target, ck)
     cfg = export.cfg
-    use = f"charrnn fill {target} 'th_ qu_ck'" if cfg.bidirectional else f"charrnn sample {target}"
-    out.print(f"saved [bold]{target}[/]: {'bidirectional ' if cfg.bidirectional else ''}{cfg.cell}, {cfg.layers} × "
-              f"{cfg.hidden_size}, {cfg.dtype}, vocabulary {len(export.vocab)}, {export.mode} mode; try  {use}")
+    use = f"charrnn fill {plain(target)} 'th_ qu_ck'" if cfg.bidirectional else f"charrnn sample {plain(target)}"
+    kind = "bidirectional " if cfg.bidirectional else ""
+    out.print(f"saved [bold]{plain(target)}[/]: {kind}{cfg.cell}, {cfg.layers} × {cfg.hidden_size}, {cfg.dtype}, "
+              f"vocabulary {len(export.vocab)}, {export.mode} mode; try  {use}")
     return 0
 
 

@@ -5,5 +5,12 @@ class CharrnnError(Exception):
     """
 
 
+def visible(text: object) -> str:
+    """Control characters (ESC, BEL, ...) as \\xNN / \\uNNNN escapes: a string from a file or a path
+    printed with this can never act on the terminal."""
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+                   for ch in str(text))
+
+
 class OptionError(CharrnnError):
     """An option value that cannot work: the CLI exits 2, as for any other usage error."""

@@ -270,3 +270,27 @@ def test_blas_threads_default_to_one_and_follow_threads(tmp_path, names_x4_file)
                         "--steps", "2", "--hidden-size", "8", "--force"], env=env, capture_output=True, text=True,
                        timeout=120)
     assert re.search(r"threads\s+1 BLAS", r.stdout), r.stdout
+
+
+def test_paths_and_strings_from_files_are_printed_as_text(tmp_path, capsys, names_x4_file):
+    """rich markup in a file name or in a checkpoint's metadata is shown, not interpreted (nor
+    allowed to crash), and control characters never reach the terminal raw."""
+    text = tmp_path / "names[v2].txt"
+    text.write_text(names_x4_file.read_text())
+    ck = tmp_path / "m[red]x.npz"
+    code, out, err = run(capsys, "train", text, "--out", ck, "--steps", "2", "--hidden-size", "8")
+    assert code == 0, err
+    assert "names[v2].txt" in out and f"saved {ck}" in out
+    arrays = dict(np.load(ck))
+    meta = json.loads(arrays["meta"].tobytes())
+    meta.update(source="[/evil]\x1b[2Jgone", stop_reason="[bold]x[/bold]\x1b]0;title\x07")
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    evil = tmp_path / "evil.npz"
+    np.savez(evil, **arrays)
+    for args in (["inspect", evil], ["eval", evil, text], ["sample", evil, "-n", "2"]):
+        code, out, err = run(capsys, *args)
+        assert code == 0 and "\x1b" not in out + err and "\x07" not in out + err, (args, err)
+    code, out, _ = run(capsys, "inspect", evil)
+    assert "[/evil]\\x1b[2Jgone" in out and "[bold]x[/bold]\\x1b]0;title\\x07" in out
+    code, _, err = run(capsys, "inspect", tmp_path / "no\x1b[2Jsuch.npz")
+    assert error_line(code, err).endswith("no\\x1b[2Jsuch.npz: no such file") and "\x1b" not in err
