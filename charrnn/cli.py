@@ -7,8 +7,9 @@ Heavy imports (numpy, rich, tqdm, the model) happen inside the commands, so that
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -46,6 +47,24 @@ CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint written by `char
 EncodingOpt = Annotated[str, typer.Option(help="Encoding of TEXT_FILE.")]
 ErrorsOpt = Annotated[str, typer.Option(help="What to do with bytes that do not decode: strict, replace or ignore.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
+
+
+def finish(command: Callable[[], int]) -> NoReturn:
+    """Run a command to its exit code. Ctrl-C ends a line of output already started and exits 130;
+    a closed pipe (`charrnn sample ... | head`) is a normal end, exit 0. (Typer would report both as
+    something else: it takes Ctrl-C for a clean exit and a closed pipe for an error.)"""
+    import os
+
+    try:
+        code = command()
+    except KeyboardInterrupt:
+        print(file=sys.stdout, flush=True)  # end a line a live sample left open
+        print("Error: interrupted", file=sys.stderr)
+        code = 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        code = 0
+    sys.exit(code)
 
 
 def _choices(values: tuple[str, ...]) -> str:
@@ -125,7 +144,7 @@ def train(
     from charrnn.commands import run_train
 
     explicit = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
-    sys.exit(run_train(dict(ctx.params), explicit))
+    finish(lambda: run_train(dict(ctx.params), explicit))
 
 
 # ---------------------------------------------------------------- sample
@@ -158,7 +177,7 @@ def sample(
 ) -> None:
     from charrnn.commands import run_sample
 
-    sys.exit(run_sample(ckpt, num, length, temperature, top_k, top_p, prime, seed, allow_unk, novel))
+    finish(lambda: run_sample(ckpt, num, length, temperature, top_k, top_p, prime, seed, allow_unk, novel))
 
 
 # ---------------------------------------------------------------- inspect / eval
@@ -174,7 +193,7 @@ def inspect(
 ) -> None:
     from charrnn.commands import run_inspect
 
-    sys.exit(run_inspect(ckpt, json_))
+    finish(lambda: run_inspect(ckpt, json_))
 
 
 @app.command(
@@ -191,7 +210,7 @@ def eval_(
 ) -> None:
     from charrnn.commands import run_eval
 
-    sys.exit(run_eval(ckpt, text_file, json_, encoding, errors))
+    finish(lambda: run_eval(ckpt, text_file, json_, encoding, errors))
 
 
 # ---------------------------------------------------------------- fill / embed
@@ -216,7 +235,7 @@ def fill(
 ) -> None:
     from charrnn.commands import run_fill
 
-    sys.exit(run_fill(ckpt, text, blank, top, json_, beam))
+    finish(lambda: run_fill(ckpt, text, blank, top, json_, beam))
 
 
 @app.command(
@@ -237,7 +256,7 @@ def embed(
 ) -> None:
     from charrnn.commands import run_embed
 
-    sys.exit(run_embed(ckpt, text_file, out, nearest, query, encoding, errors))
+    finish(lambda: run_embed(ckpt, text_file, out, nearest, query, encoding, errors))
 
 
 # ---------------------------------------------------------------- export / import
@@ -255,7 +274,7 @@ def export(
 ) -> None:
     from charrnn.commands import run_export
 
-    sys.exit(run_export(ckpt, out))
+    finish(lambda: run_export(ckpt, out))
 
 
 @app.command(
@@ -272,7 +291,7 @@ def import_(
 ) -> None:
     from charrnn.commands import run_import
 
-    sys.exit(run_import(source, out))
+    finish(lambda: run_import(source, out))
 
 
 # ---------------------------------------------------------------- show
@@ -309,7 +328,7 @@ def show(
 ) -> None:
     from charrnn.commands import run_show
 
-    sys.exit(run_show(ckpt, text_file, text, chars, top, at, unit, gate, find, saturation, json_, html, encoding,
+    finish(lambda: run_show(ckpt, text_file, text, chars, top, at, unit, gate, find, saturation, json_, html, encoding,
                       errors))
 
 

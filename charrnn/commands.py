@@ -323,7 +323,9 @@ class TrainDisplay:
         self.bar.close()
 
 
-SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # each saves and exits 128 + its number
+if hasattr(signal, "SIGHUP"):  # the terminal closed: save as for SIGTERM
+    SIGNALS[signal.SIGHUP] = "SIGHUP"
 
 
 @contextlib.contextmanager
@@ -382,7 +384,7 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     if trainer.stop_reason == "interrupted":
         err.print(f"[yellow]{SIGNALS[got[0]]}[/]: saved {plain(target)} at step {trainer.step:,}. Resume with:\n"
                   f"  charrnn train {plain(text_file)} --resume {plain(target)}")
-        return 130 if got[0] == signal.SIGINT else 143
+        return 128 + int(got[0])  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     if not quiet:
         best = trainer.best_val
         fig = report.loss_figures(best if math.isfinite(best) else None)

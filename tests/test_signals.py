@@ -1,5 +1,6 @@
-"""`charrnn` in a real process stopped from outside: Ctrl-C and SIGTERM save a checkpoint
-that resumes, and sampling into a pipe that closes early (`| head`) ends quietly."""
+"""`charrnn` in a real process stopped from outside: Ctrl-C, SIGTERM and SIGHUP save a checkpoint
+that resumes (exit 130, 143, 129), sampling into a pipe that closes early (`| head`) ends quietly
+with exit 0, and Ctrl-C during a live sample ends its line and exits 130."""
 
 import signal
 import subprocess
@@ -13,7 +14,8 @@ from helpers import ENV, flat, run
 from charrnn import checkpoint
 
 
-@pytest.mark.parametrize("sig,code,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+@pytest.mark.parametrize("sig,code,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM"),
+                                           (signal.SIGHUP, 129, "SIGHUP")])
 def test_real_signal_saves_and_resumes(tmp_path, capsys, names_x3_file, sig, code, name):
     ck = tmp_path / "m.npz"
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", names_x3_file, "--out", ck, "--steps", "100000",
@@ -47,3 +49,20 @@ def test_sample_into_a_closed_pipe_is_quiet(good):
     r = subprocess.run(f"{sys.executable} -m charrnn sample {good / 'prose.npz'} -n 50 --length 400 | head -c 10",
                        shell=True, capture_output=True, text=True, timeout=60, env=ENV)
     assert "Traceback" not in r.stderr and "Error" not in r.stderr
+
+
+def test_closed_pipe_exits_0_and_ctrl_c_during_a_live_sample_exits_130(tmp_path, good):
+    r = subprocess.run(f"{sys.executable} -m charrnn sample {good / 'prose.npz'} --length 200000 | head -c 10; "
+                       "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True, text=True,
+                       timeout=60, env=ENV)
+    assert r.returncode == 0 and len(r.stdout) == 10, r.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", good / "prose.npz", "--length", "100000000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and out.endswith("\n") and "Traceback" not in err, err
