@@ -694,8 +694,8 @@ def run_import(source: Path, target: Path | None) -> int:
     from charrnn import interop
 
     target = target or Path.cwd() / f"{source.stem}.npz"
-    if target.exists() and (target.is_dir() or target.suffix != ".npz"):
-        raise CharrnnError(f"{target}: refusing to overwrite something that is not a .npz checkpoint (use --out)")
+    if target.exists():  # perhaps a trained model with its optimizer state and history: never replaced here
+        raise CharrnnError(f"{target}: already exists; import into a new file (--out) or remove it first")
     if not target.parent.is_dir():
         raise CharrnnError(f"{target.parent}: no such folder for the checkpoint")
     export, params = interop.read_file(source)
@@ -772,6 +772,8 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
     if html is not None:
         from charrnn import show_html
 
+        if html.exists() and (html.is_dir() or html.suffix.lower() not in (".html", ".htm")):
+            raise CharrnnError(f"{html}: refusing to overwrite something that is not an .html page")
         page = show_html.page(ck, str(ckpt), text, ids, view)
         try:
             html.write_text(page, encoding="utf-8")

@@ -80,7 +80,7 @@ def scatter(x: np.ndarray, y: np.ndarray, width: int = 33, height: int = 11) -> 
     counts = np.zeros((height, width), np.int64)
     cols = np.clip(np.round(np.asarray(x) * (width - 1)).astype(int), 0, width - 1)
     rows = np.clip(np.round((1 - np.asarray(y)) * (height - 1)).astype(int), 0, height - 1)
-    np.add.at(counts, (rows, cols), 1)
+    counts += np.bincount(rows * width + cols, minlength=height * width).reshape(height, width)
     marks = np.where(counts == 0, " ", np.where(counts == 1, "·", np.where(counts < 5, "•", "●")))
     lines = []
     for r in range(height):

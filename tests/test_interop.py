@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run
+from helpers import error_line, run
 
 from charrnn import cells, checkpoint, interop, model
 from charrnn.config import Mode, ModelConfig, TrainConfig
@@ -312,3 +312,15 @@ def test_pytorch_bidirectional_computes_the_same_logits(cell, activation):
         h, _ = rnn(torch.nn.functional.one_hot(torch.from_numpy(x), len(VOCAB) + 1).float())
         theirs = out(h).numpy()
     assert np.abs(theirs - model.forward(params, cfg, x).logits).max() < 1e-5
+
+
+def test_import_and_show_html_never_replace_other_files(tmp_path, capsys):
+    path, _ = exported(tmp_path, capsys)
+    trained = tmp_path / "model.npz"  # the checkpoint it was exported from: must survive
+    before = trained.read_bytes()
+    code, _, err = run(capsys, "import", path, "--out", trained)
+    assert "already exists" in error_line(code, err) and trained.read_bytes() == before
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    code, _, err = run(capsys, "show", trained, "--text", "abc", "--html", notes)
+    assert "not an .html page" in error_line(code, err) and notes.read_text() == "mine"
