@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from charrnn.data import Corpus
-    from charrnn.train import Trainer
+    from charrnn.trainer import Trainer
 
 MODEL_FIELDS = tuple(f.name for f in fields(ModelConfig) if f.name != "vocab_size")
 TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
@@ -154,7 +154,7 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
     """A new or resumed Trainer on `text`, the names of the settings chosen from the text,
     and notes for the user."""
     from charrnn import data
-    from charrnn.train import Trainer
+    from charrnn.trainer import Trainer
 
     notes: list[str] = []
     source = Path(o["text_file"]).name

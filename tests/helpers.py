@@ -20,7 +20,7 @@ import numpy as np
 from charrnn import data
 from charrnn.cli import main
 from charrnn.model import ModelConfig
-from charrnn.train import TrainConfig, Trainer
+from charrnn.trainer import TrainConfig, Trainer
 
 # ---------------------------------------------------------------- texts
 

@@ -18,7 +18,7 @@ from helpers import TINY_H16_12STEPS, error_line, run
 from charrnn import checkpoint, data, sample
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
-from charrnn.train import TrainConfig
+from charrnn.trainer import TrainConfig
 
 # ---------------------------------------------------------------- each command
 
@@ -226,7 +226,7 @@ def test_sample_imports_only_what_sampling_needs(names_ckpt):
     """Start-up is part of every `charrnn sample`: no training code, no numpy.ma (np.isin)."""
     probe = ("import sys; from charrnn.cli import main; sys.argv = ['charrnn', 'sample', sys.argv[1], '-n', '2']\n"
              "try: main()\nexcept SystemExit: pass\n"
-             "print(sorted(m for m in ('charrnn.train', 'charrnn.data', 'numpy.ma', 'tqdm') if m in sys.modules))")
+             "print(sorted(m for m in ('charrnn.trainer', 'charrnn.data', 'numpy.ma', 'tqdm') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", probe, str(names_ckpt)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"

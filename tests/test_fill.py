@@ -12,7 +12,7 @@ from helpers import NAMES_X4, PROSE_X6, error_line, run, run_quietly
 from charrnn import checkpoint, fill, model
 from charrnn.config import Mode, ModelConfig, TrainConfig
 from charrnn.data import make_corpus
-from charrnn.train import Trainer
+from charrnn.trainer import Trainer
 
 BI = ["--bidirectional", "--hidden-size", "16", "--layers", "1", "--steps", "12", "--eval-every", "6", "--quiet"]
 

@@ -13,7 +13,7 @@ from charrnn import checkpoint, data
 from charrnn.checkpoint import Meta, MetaError, Progress, parse
 from charrnn.config import Mode, ModelConfig, Objective, TrainConfig
 from charrnn.errors import OptionError
-from charrnn.train import Plateau
+from charrnn.trainer import Plateau
 
 
 def test_meta_round_trips_through_json_types():
@@ -89,7 +89,7 @@ def test_batches_shrink_to_a_short_text_with_notes():
 
 
 def test_checkpoint_meta_is_typed_after_loading(tmp_path):
-    from charrnn.train import Trainer
+    from charrnn.trainer import Trainer
 
     c = data.make_corpus("anna\nbob\ncarl\ndora\n" * 5, "lines", val_fraction=0.2)
     tr = Trainer(c, ModelConfig(len(c.vocab), "gru", 4, 1), TrainConfig(steps=3, eval_every=3, batch_size=4))

@@ -1,4 +1,4 @@
-"""charrnn.train and `charrnn train` over time: the same seed gives the same run, resuming
+"""charrnn.trainer and `charrnn train` over time: the same seed gives the same run, resuming
 gives the run that never stopped, and a run whose loss diverges keeps its last good
 checkpoint.
 
@@ -12,7 +12,7 @@ from helpers import TEN_NAMES_X3, TINY_H8_4STEPS, TINY_H16_12STEPS, arrays_of, e
 
 from charrnn import checkpoint, data, sample
 from charrnn.model import ModelConfig
-from charrnn.train import TrainConfig, Trainer
+from charrnn.trainer import TrainConfig, Trainer
 
 # ---------------------------------------------------------------- determinism
 

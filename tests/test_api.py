@@ -1,0 +1,46 @@
+"""The Python API (charrnn.api): the same results as the commands, and the same errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from helpers import run
+
+import charrnn
+from charrnn.errors import CharrnnError, OptionError
+
+
+def test_train_load_and_use_a_model_like_the_cli(tmp_path, capsys, names_x4_file):
+    out = tmp_path / "m.npz"
+    m = charrnn.train(names_x4_file, out=out, steps=12, hidden_size=16, layers=1, eval_every=6)
+    assert isinstance(m, charrnn.Model) and m.checkpoint.meta.progress.step == 12
+    again = charrnn.train(names_x4_file, out=out, steps=15, resume=out)  # charrnn.train stays the function
+    assert again.checkpoint.meta.progress.step == 15
+    m = charrnn.load(out)
+    code, cli_out, _ = run(capsys, "sample", out, "-n", "5", "--seed", "1")
+    assert code == 0 and m.sample(5, seed=1) == cli_out.splitlines()
+    held = tmp_path / "held.txt"
+    held.write_text("anna\nkai\nzoe\n")
+    code, cli_out, _ = run(capsys, "eval", out, held, "--json")
+    assert m.score(held.read_text()) == pytest.approx(json.loads(cli_out)["loss"], rel=1e-12)
+    filled = m.fill("a_na")
+    assert len(filled) == 4 and filled[0] == "a" and filled[2:] == "na"
+    assert m.embed(["anna", "bob", "kai"]).shape == (3, 16)
+
+
+def test_errors_are_charrnns(tmp_path, names_x4_file):
+    with pytest.raises(OptionError, match="no option 'colour'"):
+        charrnn.train(names_x4_file, out=tmp_path / "m.npz", colour="red")
+    with pytest.raises(OptionError, match="--hidden-size must be at least 1"):
+        charrnn.train(names_x4_file, out=tmp_path / "m.npz", hidden_size=0)
+    with pytest.raises(CharrnnError, match="no such file"):
+        charrnn.load(tmp_path / "missing.npz")
+
+
+def test_import_charrnn_stays_light():
+    code = "import sys, charrnn; print('numpy' in sys.modules, 'charrnn.api' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.split() == ["False", "False"], r.stderr
