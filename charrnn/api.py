@@ -93,7 +93,7 @@ def train(text_file: str | os.PathLike, out: str | os.PathLike | None = None, **
     import typer
 
     from charrnn.cli import app
-    from charrnn.commands import run_train
+    from charrnn.commands import default_target, run_train
 
     params = {p.name: p.default for p in typer.main.get_command(app).commands["train"].params  # type: ignore[attr-defined]
               if p.name is not None}
@@ -108,6 +108,4 @@ def train(text_file: str | os.PathLike, out: str | os.PathLike | None = None, **
     code = run_train(o, set(options))
     if code != 0:
         raise CharrnnError(f"training stopped early (exit {code}); the checkpoint keeps the last evaluation")
-    target = Path(out) if out is not None else Path(o["resume"]) if o.get("resume") else \
-        Path.cwd() / f"{Path(text_file).stem}.npz"
-    return load(target)
+    return load(default_target(o))

@@ -114,13 +114,16 @@ def _same_file(a: Path, b: Path | None) -> bool:
         return False
 
 
-def checkpoint_target(o: dict[str, Any]) -> Path:
-    """Where the checkpoint goes: --out, else the resumed file, else TEXT_FILE's stem + .npz here.
+def default_target(o: dict[str, Any]) -> Path:
+    """Where the checkpoint goes: --out, else the resumed file, else TEXT_FILE's stem + .npz here."""
+    return Path(o["out"] or o["resume"] or Path.cwd() / f"{Path(o['text_file']).stem}.npz")
 
-    An existing file there is replaced only if it is a charrnn checkpoint the user may write, is
-    not the training text, and is the one being resumed or --force says so."""
+
+def checkpoint_target(o: dict[str, Any]) -> Path:
+    """default_target, checked: an existing file there is replaced only if it is a charrnn checkpoint
+    the user may write, is not the training text, and is the one being resumed or --force says so."""
     text_file = Path(o["text_file"])
-    target = Path(o["out"] or o["resume"] or Path.cwd() / f"{text_file.stem}.npz")
+    target = default_target(o)
     if target.is_dir():
         raise CharrnnError(f"{target}: is a folder; give the checkpoint a file name, e.g. "
                            f"--out {target / (text_file.stem + '.npz')}")

@@ -45,20 +45,26 @@ def log_probs(
     return out
 
 
-def _score_lines(params, cfg, ids, starts, max_len, out) -> None:
+def line_groups(ids: np.ndarray, starts: np.ndarray, max_len: int) -> Iterator[np.ndarray]:
+    """Line numbers in batches of similar length (less padding), lines cut at max_len as in
+    training, T * B of a batch bounded by LINE_BATCH_CELLS."""
     n = len(starts)
-    lengths = np.minimum(np.diff(np.r_[starts, len(ids)]), max_len + 1)  # lines cut as in training
-    order = np.argsort(lengths, kind="stable")  # similar lengths together: less padding
+    lengths = np.minimum(np.diff(np.r_[starts, len(ids)]), max_len + 1)
+    order = np.argsort(lengths, kind="stable")
     k = 0
     while k < n:
-        B = max(1, min(256, LINE_BATCH_CELLS // int(lengths[order[min(k + 255, n - 1)]])))  # bound T * B
-        which = order[k : k + B]
+        B = max(1, min(256, LINE_BATCH_CELLS // int(lengths[order[min(k + 255, n - 1)]])))
+        yield order[k : k + B]
+        k += B
+
+
+def _score_lines(params, cfg, ids, starts, max_len, out) -> None:
+    for which in line_groups(ids, starts, max_len):
         x, y, mask = lines_batch(ids, starts, which, max_len)
         nll = model.token_nll(model.forward(params, cfg, x).logits, y)  # (T, B)
         pos = starts[which][None, :] + np.arange(len(x))[:, None]  # (T, B) where each target stands
         scored = mask > 0
         out[pos[scored]] = -nll[scored]
-        k += B
 
 
 def _score_stream(params, cfg, ids, seq_len, batch_size, out) -> None:
@@ -95,13 +101,8 @@ def masked_batches(mode: Mode, ids: np.ndarray, starts: np.ndarray, seq_len: int
     """The text as batches for a bidirectional model, in a fixed order: lines of similar length
     together (cut at seq_len as in training), or consecutive chunks of seq_len characters."""
     if mode == Mode.LINES:
-        lengths = np.minimum(np.diff(np.r_[starts, len(ids)]), seq_len + 1)
-        order = np.argsort(lengths, kind="stable")
-        k = 0
-        while k < len(order):
-            B = max(1, min(256, LINE_BATCH_CELLS // int(lengths[order[min(k + 255, len(order) - 1)]])))
-            yield Batch(*lines_batch(ids, starts, order[k : k + B], seq_len))
-            k += B
+        for which in line_groups(ids, starts, seq_len):
+            yield Batch(*lines_batch(ids, starts, which, seq_len))
         return
     n = len(ids) // seq_len
     chunks = ids[: n * seq_len].reshape(n, seq_len).T.astype(np.int32)  # (T, n) consecutive chunks
