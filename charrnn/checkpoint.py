@@ -195,7 +195,7 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
             np.savez(f, **cast(dict[str, Any], arrays))  # numpy's stubs take ** for its allow_pickle flag
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(path))  # mkstemp made it 0600; a checkpoint is an ordinary file
+        os.chmod(tmp, file_mode(path))  # mkstemp made it 0600; a checkpoint is an ordinary file
         os.replace(tmp, path)
     except BaseException as e:
         if tmp is not None:
@@ -206,7 +206,7 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
         raise
 
 
-def _file_mode(path: Path) -> int:
+def file_mode(path: Path) -> int:
     """The mode a new file gets from the user's umask, or the mode of the file it replaces."""
     try:
         return path.stat().st_mode & 0o777

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from charrnn import cells
+from charrnn.checkpoint import file_mode
 from charrnn.config import ACTIVATIONS, CELLS, DTYPES, Mode, ModelConfig, Objective
 from charrnn.errors import CharrnnError
 from charrnn.model import Layer, Params, input_size, layer_specs, output_width
@@ -222,6 +223,7 @@ def write_file(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: di
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, file_mode(path))  # the umask's mode, as checkpoints get, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)

@@ -324,3 +324,16 @@ def test_import_and_show_html_never_replace_other_files(tmp_path, capsys):
     notes.write_text("mine")
     code, _, err = run(capsys, "show", trained, "--text", "abc", "--html", notes)
     assert "not an .html page" in error_line(code, err) and notes.read_text() == "mine"
+
+
+def test_export_is_written_with_the_users_umask(tmp_path, capsys):
+    import os
+
+    make_checkpoint(tmp_path / "model.npz")
+    old = os.umask(0o022)
+    try:
+        code, _, err = run(capsys, "export", tmp_path / "model.npz", tmp_path / "m.safetensors")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
