@@ -79,3 +79,13 @@ def test_fused_lstm_experiment_agrees_with_the_numpy_cell():
     assert run.returncode == 0, run.stderr[-2000:]
     row = next(line.split() for line in run.stdout.splitlines() if line.startswith("lstm-16"))
     assert float(row[1]) < 1e-4  # outputs and gradients of the two cells agree
+
+
+def test_backend_candidates_script_runs():
+    """benchmarks/backends.py --quick times every candidate it can find on this machine."""
+    run = subprocess.run([sys.executable, str(BENCH.parent / "backends.py"), "--quick", "--threads", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rates = [float(line.split()[-2].replace(",", "")) for line in run.stdout.splitlines() if "chars/s" in line]
+    assert len(rates) == 2 and min(rates) > 0  # the two thread placements of a whole training step
+    assert "whole" in run.stdout and "charrnn LSTM cell" in run.stdout
