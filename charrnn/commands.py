@@ -205,6 +205,8 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
 def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int) -> Table:
     from rich.table import Table
 
+    from charrnn.trainer import EVALS_PER_BUDGET
+
     model_cfg, cfg, corpus = trainer.model_cfg, trainer.cfg, trainer.corpus
     t = Table(title=f"charrnn train [bold]{plain(source)}[/]", title_justify="left", box=None, pad_edge=False,
               show_header=False)
@@ -238,7 +240,9 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
          + (f", ×{cfg.lr_plateau} on plateau" if cfg.lr_plateau < 1 else "")
          + (f", clip {cfg.clip} ({cfg.clip_mode})" if cfg.clip else ", no clipping")),
         ("stop at", ", ".join(s for s in stops if s) or "Ctrl-C"),
-        ("evaluate", f"every {v('eval_every', cfg.eval_every)} steps, seed {cfg.seed}"),
+        ("evaluate", (f"every {cfg.eval_every} steps at most, ~{EVALS_PER_BUDGET} in --time [dim](auto)[/]"
+                      if "eval_every" in chosen and cfg.time_minutes else
+                      f"every {v('eval_every', cfg.eval_every)} steps") + f", seed {cfg.seed}"),
         ("threads", _threads_shown()),
     ]
     for row in rows:
@@ -252,19 +256,31 @@ def _threads_shown() -> str:
     return f"{n} BLAS (--threads; OPENBLAS_NUM_THREADS wins)" if n else "BLAS default (all cores)"
 
 
-class TrainDisplay:
-    """The progress bar, an evaluation line with a sample preview, and a save after every evaluation."""
+BAR = "{percentage:3.0f}%|{bar}| {n:,}/{total:,} [{elapsed}<{remaining}{postfix}]"  # tqdm's, with 1,234
+ENDLESS_BAR = "{n:,} steps [{elapsed}{postfix}]"
 
-    def __init__(self, trainer: Trainer, target: Path, quiet: bool) -> None:
+
+class TrainDisplay:
+    """The progress bar, an evaluation line with a sample preview, and a save after every evaluation.
+
+    The bar counts towards the limit that will stop the run: --steps, --epochs, or the steps that
+    --time leaves room for at the pace so far. An automatic epoch limit behind --patience rarely
+    binds, so such a bar has no end, and says how close patience is instead."""
+
+    def __init__(self, trainer: Trainer, target: Path, quiet: bool, chosen: set[str] | frozenset[str] = frozenset()
+                 ) -> None:
         from tqdm import tqdm
 
         cfg = trainer.cfg
         self.trainer, self.target, self.quiet = trainer, target, quiet
-        self.total = cfg.steps or (math.ceil(cfg.epochs * trainer.batches_per_epoch) if cfg.epochs else None)
-        self.bar = tqdm(total=self.total, initial=trainer.step, unit="step", dynamic_ncols=True,
-                        disable=True if quiet else None, file=sys.stderr, smoothing=0.05, mininterval=0.25)
+        self.until_patience = bool(cfg.patience) and "epochs" in chosen and not cfg.steps
+        epochs = 0 if self.until_patience else math.ceil(cfg.epochs * trainer.batches_per_epoch)
+        self.limit = min((n for n in (cfg.steps, epochs) if n), default=None)  # in steps
+        self.bar = tqdm(total=self.limit, initial=trainer.step, unit="step", dynamic_ncols=True,
+                        disable=True if quiet else None, file=sys.stderr, smoothing=0.05, mininterval=0.25,
+                        bar_format=BAR if self.limit else ENDLESS_BAR)
         self.started = time.perf_counter()
-        self.chars0 = trainer.chars_seen
+        self.step0, self.chars0 = trainer.step, trainer.chars_seen
         self.ema: float | None = None  # smoothed training loss
         self.last_val = trainer.val_losses[-1][1] if trainer.val_losses else None
 
@@ -273,14 +289,18 @@ class TrainDisplay:
 
     def on_step(self, tr: Trainer, loss: float) -> None:
         self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
-        if tr.step % 5 == 0 or tr.step == self.total:
-            elapsed = time.perf_counter() - self.started
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        if tr.cfg.time_minutes:  # the steps the time left has room for, at this run's pace (never below the count)
+            left = max(0.0, tr.cfg.time_minutes * 60 - elapsed)
+            fits = tr.step + int(left * (tr.step - self.step0) / elapsed)
+            self.bar.total, self.bar.bar_format = min(fits, self.limit or fits), BAR
+        if tr.step % 5 == 0 or tr.step == self.limit:
             post = f"loss {self.ema:.3f}"
             if self.last_val is not None:
-                post += f", val {self.last_val:.3f}"
-            post += f", {(tr.chars_seen - self.chars0) / max(elapsed, 1e-9):,.0f} chars/s"
-            if tr.cfg.time_minutes:
-                post += f", {max(0.0, tr.cfg.time_minutes * 60 - elapsed) / 60:.1f} min left"
+                post += f" val {self.last_val:.3f}"
+            post += f", {(tr.chars_seen - self.chars0) / elapsed / 1000:,.1f}k chars/s"
+            if self.until_patience:
+                post += f", until patience ({tr.evals_since_best}/{tr.cfg.patience})"
             self.bar.set_postfix_str(post, refresh=False)
         self.bar.update(1)
 
@@ -372,7 +392,8 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     for note in notes:
         err.print(f"[yellow]Note:[/] {plain(note)}")
 
-    display = TrainDisplay(trainer, target, quiet)
+    display = TrainDisplay(trainer, target, quiet, chosen)
+    trainer.pace_eval = "eval_every" in chosen
     with stop_on_signals(trainer) as got:
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # divergence ends in one Error line instead

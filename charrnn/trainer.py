@@ -27,6 +27,8 @@ from charrnn.score import evaluate, masked_loss
 __all__ = ["Trainer", "Plateau", "TrainConfig", "auto_settings", "evaluate"]
 
 MAX_HASHED_LINES = 2_000_000  # 16 MB of hashes in the checkpoint at most
+PACE_STEPS = 10  # steps timed before an automatic --eval-every is fitted to --time
+EVALS_PER_BUDGET = 15  # evaluations an automatic --eval-every aims for within --time
 
 
 def _inf_to_none(x: float) -> float | None:
@@ -95,6 +97,7 @@ class Trainer:
             self._restore(resume)
         self.stop_requested = False
         self.stop_reason = ""
+        self.pace_eval = False  # fit --eval-every to --time after PACE_STEPS (the caller sets it for an auto value)
 
     @property
     def best_val(self) -> float:
@@ -271,17 +274,25 @@ class Trainer:
             self.best = {k: v.copy() for k, v in self.params.items()}
         return val
 
+    def pace(self, seconds_per_step: float) -> None:
+        """Lower --eval-every so that about EVALS_PER_BUDGET evaluations fit in --time: a short run
+        shows its progress (and saves) as it goes, not only at the end."""
+        budget_steps = self.cfg.time_minutes * 60 / max(seconds_per_step, 1e-9)
+        self.cfg.eval_every = max(1, min(self.cfg.eval_every, int(budget_steps / EVALS_PER_BUDGET)))
+
     def fit(self, on_step: Callable[[Trainer, float], None] | None = None,
             on_eval: Callable[[Trainer, float | None], None] | None = None) -> None:
         """Train until a stop condition holds. `on_eval` runs after each evaluation
         (the caller saves the checkpoint there)."""
         started = time.perf_counter()
-        last = started
+        last, first_step = started, self.step
         while not self.done(started):
             loss = self.train_step()
             now = time.perf_counter()
             self.wall_time += now - last
             last = now
+            if self.pace_eval and self.cfg.time_minutes and self.step - first_step == PACE_STEPS:
+                self.pace((now - started) / PACE_STEPS)
             if on_step:
                 on_step(self, loss)
             if self.step % self.cfg.eval_every == 0:
