@@ -152,7 +152,8 @@ def train(
 
 @app.command(
     help="Generate text from a checkpoint. Samples go to stdout, one per line for line-trained "
-    "models (names); notes go to stderr.\n\n"
+    "models (names); samples of running text, and blocks of several temperatures, each follow a line "
+    "'=== sample K of N ==='. Notes go to stderr.\n\n"
     "Example: charrnn sample names.npz -n 20 --temperature 0.8\n\n"
     "Example: charrnn sample shakespeare.npz --prime 'ROMEO:' --length 500"
 )
@@ -163,21 +164,27 @@ def sample(
         help="How many samples, generated together as one batch [default: 10 from line models, 1 from running text]."),
     length: Optional[int] = typer.Option(
         None, help="Characters per sample [lines: at most the training line limit; stream: 500]."),
-    temperature: float = typer.Option(1.0, help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy."),
+    temperature: str = typer.Option(
+        "1.0", help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy. Several, as 0.2,0.5,1.0: a block "
+        "of samples for each, labelled."),
     top_k: int = typer.Option(0, help="Sample only among the K most likely characters (0: off)."),
     top_p: float = typer.Option(
         1.0, help="Sample only among the most likely characters whose probabilities add up to P."),
     prime: str = typer.Option("", help="Text to start from; samples continue it."),
+    prime_file: Optional[Path] = typer.Option(None, help="Start from the text of this file (UTF-8) instead."),
     seed: Optional[int] = typer.Option(None, help="Random seed for reproducible samples."),
     allow_unk: bool = typer.Option(False, help="Allow the <UNK> token (shown as U+FFFD) in samples."),
     novel: Optional[bool] = typer.Option(
         None, "--novel/--allow-seen",
         help="Line models: --novel keeps only samples that are not lines of the training text; "
         "--allow-seen skips the check. [default: new samples first, topped up with seen ones if too few turn up]"),
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per sample and line: sample, temperature, "
+                                        "text.")] = False,
 ) -> None:
     from charrnn.commands import run_sample
 
-    finish(lambda: run_sample(ckpt, num, length, temperature, top_k, top_p, prime, seed, allow_unk, novel))
+    finish(lambda: run_sample(ckpt, num, length, temperature, top_k, top_p, prime, prime_file, seed, allow_unk,
+                              novel, json_))
 
 
 # ---------------------------------------------------------------- inspect / eval

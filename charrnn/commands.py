@@ -432,9 +432,35 @@ def _write_now(piece: str) -> None:
     sys.stdout.flush()
 
 
-def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: float, top_k: int, top_p: float,
-               prime: str, seed: int | None, allow_unk: bool, novel: bool | None) -> int:
-    check_options(temperature, top_k, top_p, 1 if num is None else num, 1 if length is None else length, seed)
+def temperatures(value: str) -> list[float]:
+    """--temperature 0.8, or several separated by commas (0.2,0.5,1.0): one block of samples each."""
+    try:
+        return [float(t) for t in value.split(",")]
+    except ValueError:
+        raise OptionError(f"--temperature must be a number, or numbers separated by commas, not {value!r}"
+                          ) from None
+
+
+def sample_label(k: int, n: int, temperature: float | None) -> str:
+    """The line before a sample of running text (or a block of lines): unmistakable next to the
+    blank lines of the text itself, and easy to split on (`^=== `)."""
+    parts = ([f"sample {k} of {n}"] if n > 1 else []) + ([f"temperature {temperature:g}"] if temperature is not None
+                                                          else [])
+    return f"=== {', '.join(parts)} ==="
+
+
+def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str, top_k: int, top_p: float,
+               prime: str, prime_file: Path | None, seed: int | None, allow_unk: bool, novel: bool | None,
+               as_json: bool = False) -> int:
+    temps = temperatures(temperature)
+    for t in temps:
+        check_options(t, top_k, top_p, 1 if num is None else num, 1 if length is None else length, seed)
+    if prime_file is not None:
+        from charrnn import data
+
+        if prime:
+            raise OptionError("--prime and --prime-file both give the text to start from: choose one")
+        prime = data.read_text(prime_file, "utf-8", "strict")
     ck = checkpoint.load(ckpt)
     if ck.cfg.bidirectional:
         raise CharrnnError(f"{ckpt} is a bidirectional model: it fills in missing characters rather than "
@@ -445,30 +471,48 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: flo
     if length is None:
         length = ck.meta.train.seq_len if mode == Mode.LINES else 500
     rng = np.random.default_rng(seed)
-    live = _write_now if mode == Mode.STREAM and num == 1 else None  # one running text: show it as it grows
-    if live is not None:
-        live(prime)
-    s = generate_from(ck, num, novel, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                      prime=prime, rng=rng, allow_unk=allow_unk, live=live)
-    if s.prime_unk:
-        err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
-                  "they were read as <UNK>")
-    sep = "\n" if mode == Mode.LINES else "\n\n"
-    if live is not None:
-        live("\n")
-    elif s.texts:
-        _write_now(sep.join(s.texts) + "\n")
-    if s.novel >= 0:
-        rate = s.novel / max(s.generated, 1)
-        err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the "
-                  "training text"
-                  f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
-        if s.repeats:
-            err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "
-                      "are lines of the training text, empty or repeated")
-        elif len(s.texts) < num:
-            err.print(f"[yellow]Warning:[/] only {len(s.texts)} novel samples found")
+    labelled = mode == Mode.STREAM and num > 1 or len(temps) > 1
+    warned = False
+    for t in temps:
+        label_t = t if len(temps) > 1 else None
+        live = None
+        if mode == Mode.STREAM and not as_json:  # running text: show the first sample as it grows
+            if labelled:
+                _write_now(sample_label(1, num, label_t) + "\n")
+            _write_now(prime)
+            live = _write_now
+        elif mode == Mode.LINES and labelled and not as_json:
+            _write_now(sample_label(1, 1, label_t) + "\n")
+        s = generate_from(ck, num, novel, length=length, temperature=t, top_k=top_k, top_p=top_p,
+                          prime=prime, rng=rng, allow_unk=allow_unk, live=live)
+        if s.prime_unk and not warned:
+            err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
+                      "they were read as <UNK>")
+            warned = True
+        if as_json:
+            for k, text in enumerate(s.texts, 1):
+                _write_now(json.dumps({"sample": k, "temperature": t, "text": text}, ensure_ascii=False) + "\n")
+        elif live is not None:
+            live("\n")
+            for k, text in enumerate(s.texts[1:], 2):
+                _write_now(f"{sample_label(k, num, label_t)}\n{text}\n")
+        elif s.texts:
+            _write_now("\n".join(s.texts) + "\n")
+        if s.novel >= 0:
+            _report_novelty(s, num, novel)
     return 0
+
+
+def _report_novelty(s: Any, num: int, novel: bool | None) -> None:
+    rate = s.novel / max(s.generated, 1)
+    err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the "
+              "training text"
+              f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
+    if s.repeats:
+        err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "
+                  "are lines of the training text, empty or repeated")
+    elif len(s.texts) < num:
+        err.print(f"[yellow]Warning:[/] only {len(s.texts)} novel samples found")
 
 
 # ---------------------------------------------------------------- inspect

@@ -38,7 +38,7 @@ def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_x4_file, p
     if mode == "lines":
         assert len(lines) == 3 and all(len(s) <= 40 for s in lines)
     else:
-        assert len(stdout.split("\n\n")) == 3
+        assert re.findall(r"^=== sample (\d) of 3 ===$", stdout, re.M) == ["1", "2", "3"]
 
 
 def test_train_prints_config_and_progress(tmp_path, capsys, names_x4_file):
