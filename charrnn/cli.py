@@ -134,7 +134,8 @@ def train(
         "(fine-tuning; characters it does not know become <UNK>)."),
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = "strict",
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or previews."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No settings, progress bar or previews: only the result and the saved path."),
     threads: int = typer.Option(
         1, help="BLAS threads for the matrix products. One is the default: on a busy machine more threads wait "
         "on each other (2x to 10x slower measured); on an idle one, 2 gain 15-25 %. OPENBLAS_NUM_THREADS, if set, "

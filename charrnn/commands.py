@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 
 from charrnn import checkpoint
-from charrnn.config import Mode, ModelConfig, TrainConfig, option
+from charrnn.config import Mode, ModelConfig, TrainConfig, option, plural
 from charrnn.errors import CharrnnError, OptionError, visible
 from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
@@ -217,10 +217,10 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
         return f"{value}" + (" [dim](auto)[/]" if name in chosen else "")
 
     lines = corpus.mode == Mode.LINES
-    stops = [f"{cfg.steps:,} steps" if cfg.steps else "",
-             v("epochs", f"{cfg.epochs:g} epochs") if cfg.epochs else "",
-             f"{cfg.time_minutes:g} min" if cfg.time_minutes else "",
-             v("patience", f"{cfg.patience} evals without improvement") if cfg.patience else ""]
+    stops = [plural(cfg.steps, "step") if cfg.steps else "",
+             v("epochs", plural(cfg.epochs, "epoch")) if cfg.epochs else "",
+             plural(cfg.time_minutes, "minute") if cfg.time_minutes else "",
+             v("patience", plural(cfg.patience, "evaluation") + " without improvement") if cfg.patience else ""]
     rows = [
         ("data", f"{corpus.mode} mode, {corpus.chars:,} chars, {corpus.unk_chars:,} unknown"),
         ("vocabulary", f"{len(corpus.vocab)} ({len(corpus.vocab) - 2} chars + <UNK> + <EOS>)"),
@@ -242,7 +242,7 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
         ("stop at", ", ".join(s for s in stops if s) or "Ctrl-C"),
         ("evaluate", (f"every {cfg.eval_every} steps at most, ~{EVALS_PER_BUDGET} in --time [dim](auto)[/]"
                       if "eval_every" in chosen and cfg.time_minutes else
-                      f"every {v('eval_every', cfg.eval_every)} steps") + f", seed {cfg.seed}"),
+                      "every " + v("eval_every", plural(cfg.eval_every, "step"))) + f", seed {cfg.seed}"),
         ("threads", _threads_shown()),
     ]
     for row in rows:
@@ -409,18 +409,18 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
         err.print(f"[yellow]{SIGNALS[got[0]]}[/]: saved {plain(target)} at step {trainer.step:,}. Resume with:\n"
                   f"  charrnn train {plain(text_file)} --resume {plain(target)}")
         return 128 + int(got[0])  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
-    if not quiet:
-        best = trainer.best_val
-        fig = report.loss_figures(best if math.isfinite(best) else None)
-        summary = f"[bold]done[/]: {plain(trainer.stop_reason)}; {trainer.step:,} steps in {trainer.wall_time:,.0f} s"
-        if fig["loss"] is not None:
-            unit = "nats per hidden char" if trainer.model_cfg.bidirectional else "nats/char"
-            summary += (f"; best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
-                        f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
-        out.print(summary)
-        bi = trainer.model_cfg.bidirectional
-        use = f"charrnn fill {plain(target)} 'th_ qu_ck'" if bi else f"charrnn sample {plain(target)} -n 10"
-        out.print(f"saved [bold]{plain(target)}[/]: try  {use}")
+    best = trainer.best_val  # the end of the run is shown even with --quiet: where the model is, how good
+    fig = report.loss_figures(best if math.isfinite(best) else None)
+    summary = (f"[bold]done[/]: {plain(trainer.stop_reason)}; {plural(trainer.step, 'step')} in "
+               f"{trainer.wall_time:,.0f} s")
+    if fig["loss"] is not None:
+        unit = "nats per hidden char" if trainer.model_cfg.bidirectional else "nats/char"
+        summary += (f"; best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
+                    f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
+    out.print(summary)
+    bi = trainer.model_cfg.bidirectional
+    use = f"charrnn fill {plain(target)} 'th_ qu_ck'" if bi else f"charrnn sample {plain(target)} -n 10"
+    out.print(f"saved [bold]{plain(target)}[/]: try  {use}")
     return 0
 
 
@@ -545,7 +545,8 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     vocab = "".join(shown(c) for c in s["vocab"]["chars"])
     out.print(f"[dim]vocabulary[/] {s['vocab']['size']}: <UNK> <EOS> {Text(vocab).markup}")
 
-    t = Table(title="parameters" + (" (best validation weights)" if prm["best_weights"] else ""), title_justify="left")
+    judge = "validation" if tr["history"]["val"] else "training loss"
+    t = Table(title="parameters" + (f" (best {judge} weights)" if prm["best_weights"] else ""), title_justify="left")
     for col in ("name", "shape", "count", "mean", "std", "min", "max", "L2 norm"):
         t.add_column(col, justify="left" if col in ("name", "shape") else "right")
     for name, a in prm["arrays"].items():
@@ -581,7 +582,8 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
         a = np.array(h["val"])
         series["val"] = (a[:, 0], a[:, 1])
     if series:
-        out.print("\n[dim]loss[/]   [blue]• train[/]   [magenta]× validation[/]")
+        out.print("\n[dim]loss[/]   [blue]• train[/]" + ("   [magenta]× validation[/]" if "val" in series
+                                                      else "   [dim](no validation split)[/]"))
         for row in line_chart(series):
             out.print(Text(row).markup.replace("•", "[blue]•[/]").replace("×", "[magenta]×[/]"))
     return 0

@@ -18,7 +18,7 @@ import numpy as np
 
 from charrnn import model, optim
 from charrnn.checkpoint import Checkpoint, CorpusInfo, Meta, Progress, line_hashes
-from charrnn.config import Mode, ModelConfig, TrainConfig, auto_settings
+from charrnn.config import Mode, ModelConfig, TrainConfig, auto_settings, plural
 from charrnn.data import Batches, Corpus, masked_batch
 from charrnn.errors import CharrnnError
 from charrnn.model import Params, State
@@ -241,13 +241,13 @@ class Trainer:
     def done(self, started: float) -> bool:
         cfg = self.cfg
         if cfg.steps and self.step >= cfg.steps:
-            self.stop_reason = f"reached --steps {cfg.steps}"
+            self.stop_reason = f"reached --steps {cfg.steps:,}"
         elif cfg.epochs and self.epoch + self.pos / self.batches_per_epoch >= cfg.epochs:
             self.stop_reason = f"reached --epochs {cfg.epochs:g}"
         elif cfg.time_minutes and time.perf_counter() - started >= cfg.time_minutes * 60:
-            self.stop_reason = f"reached --time {cfg.time_minutes:g} minutes"
+            self.stop_reason = f"reached --time {plural(cfg.time_minutes, 'minute')}"
         elif cfg.patience and self.plateau.evals_since_best >= cfg.patience:
-            self.stop_reason = f"no improvement in {cfg.patience} evaluations (--patience)"
+            self.stop_reason = f"no improvement in {plural(cfg.patience, 'evaluation')} (--patience)"
         elif self.stop_requested:
             self.stop_reason = "interrupted"
         else:

@@ -16,6 +16,7 @@ import pytest
 from helpers import TINY_H16_12STEPS, error_line, run
 
 from charrnn import checkpoint, data, sample
+from charrnn.config import plural
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.trainer import TrainConfig
@@ -294,3 +295,32 @@ def test_paths_and_strings_from_files_are_printed_as_text(tmp_path, capsys, name
     assert "[/evil]\\x1b[2Jgone" in out and "[bold]x[/bold]\\x1b]0;title\\x07" in out
     code, _, err = run(capsys, "inspect", tmp_path / "no\x1b[2Jsuch.npz")
     assert error_line(code, err).endswith("no\\x1b[2Jsuch.npz: no such file") and "\x1b" not in err
+
+
+# ---------------------------------------------------------------- everyday output
+
+
+def test_quiet_still_says_how_it_ended_and_where_the_model_is(tmp_path, capsys, names_x4_file):
+    code, out, err = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", *TINY_H16_12STEPS)
+    assert code == 0 and err == ""
+    assert out.splitlines()[0].startswith("done: reached --steps 12; 12 steps in")
+    assert out.splitlines()[1] == f"saved {tmp_path / 'm.npz'}: try  charrnn sample {tmp_path / 'm.npz'} -n 10"
+
+
+def test_inspect_without_validation_shows_no_validation(tmp_path, capsys, names_x4_file):
+    ck = tmp_path / "m.npz"
+    assert run(capsys, "train", names_x4_file, "--out", ck, "--val-fraction", "0", *TINY_H16_12STEPS)[0] == 0
+    code, out, _ = run(capsys, "inspect", ck)
+    assert code == 0 and "final train" in out
+    assert "best val" not in out and "× validation" not in out and "no validation split" in out
+    code, out, _ = run(capsys, "inspect", ck, "--json")
+    assert json.loads(out)["training"]["best_val_loss"] is None
+
+
+def test_counts_have_their_plurals_and_thousands_separators(tmp_path, capsys, names_x4_file):
+    assert [plural(1, "minute"), plural(0.5, "minute"), plural(2000, "step"), plural(1, "evaluation")] == [
+        "1 minute", "0.5 minutes", "2,000 steps", "1 evaluation"]
+    code, out, _ = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
+                       "--steps", "2", "--patience", "1", "--eval-every", "1", "--time", "1")
+    assert code == 0
+    assert "2 steps, 1 minute, 1 evaluation without improvement" in out and "every 1 step," in out
