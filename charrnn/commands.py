@@ -27,8 +27,6 @@ from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from charrnn.data import Corpus
     from charrnn.trainer import Trainer
 
@@ -202,16 +200,12 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
     return trainer, chosen, notes
 
 
-def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int) -> Table:
-    from rich.table import Table
-
+def config_lines(trainer: Trainer, chosen: set[str], source: str, n_params: int) -> list[str]:
+    """The settings of a run, one plain line each (rich markup), under 80 columns: a terminal shows them
+    as they are, and a pipe gets them without padding."""
     from charrnn.trainer import EVALS_PER_BUDGET
 
     model_cfg, cfg, corpus = trainer.model_cfg, trainer.cfg, trainer.corpus
-    t = Table(title=f"charrnn train [bold]{plain(source)}[/]", title_justify="left", box=None, pad_edge=False,
-              show_header=False)
-    t.add_column(style="dim", no_wrap=True)
-    t.add_column(overflow="fold")
 
     def v(name: str, value: Any) -> str:
         return f"{value}" + (" [dim](auto)[/]" if name in chosen else "")
@@ -229,12 +223,13 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
         ("model", ("bidirectional " if model_cfg.bidirectional else "")
          + f"{v('cell', model_cfg.cell)}" + (f" ({model_cfg.activation})" if model_cfg.cell == "rnn" else "")
          + f", {v('layers', model_cfg.layers)} × {v('hidden_size', model_cfg.hidden_size)}, dropout "
-         + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}, {n_params:,} parameters"),
+         + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}"),
+        ("parameters", f"{n_params:,}"),
         ("batches", f"{v('batch_size', cfg.batch_size)} × "
          + (f"lines up to {v('seq_len', cfg.seq_len)}" if lines else f"{v('seq_len', cfg.seq_len)} steps")
          + (", no state carried between chunks" if model_cfg.bidirectional and not lines else "")),
-        ("objective", f"hidden characters: {v('mask_rate', f'{cfg.mask_rate:.0%}')} of them, in spans of 1-3, "
-         "read as <MASK>; loss per hidden character" if model_cfg.bidirectional else "the next character"),
+        ("objective", f"hidden characters, {v('mask_rate', f'{cfg.mask_rate:.0%}')} in spans of 1-3 read as <MASK>"
+         if model_cfg.bidirectional else "the next character"),
         ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}"
          + (f", ×{cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
          + (f", ×{cfg.lr_plateau} on plateau" if cfg.lr_plateau < 1 else "")
@@ -245,9 +240,7 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
                       "every " + v("eval_every", plural(cfg.eval_every, "step"))) + f", seed {cfg.seed}"),
         ("threads", _threads_shown()),
     ]
-    for row in rows:
-        t.add_row(*row)
-    return t
+    return [f"charrnn train [bold]{plain(source)}[/]"] + [f"[dim]{name:<12}[/] {value}" for name, value in rows]
 
 
 def _threads_shown() -> str:
@@ -300,7 +293,7 @@ class TrainDisplay:
                 post += f" val {self.last_val:.3f}"
             post += f", {(tr.chars_seen - self.chars0) / elapsed / 1000:,.1f}k chars/s"
             if self.until_patience:
-                post += f", until patience ({tr.evals_since_best}/{tr.cfg.patience})"
+                post += f", patience {tr.evals_since_best}/{tr.cfg.patience}"
             self.bar.set_postfix_str(post, refresh=False)
         self.bar.update(1)
 
@@ -315,7 +308,9 @@ class TrainDisplay:
         line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(tr.train_losses[-tr.cfg.eval_every:]):.4f}"
         if val is not None:
             line += f"  [dim]val[/] {val:.4f}{best}"
-        preview = self.preview(tr).replace("\n", "⏎")[:90]
+        room = max(20, err.width - Text.from_markup(line).cell_len - 2)  # one line, in a terminal or a pipe (80)
+        preview = self.preview(tr).replace("\n", "⏎")
+        preview = preview if len(preview) <= room else preview[:room - 1] + "…"
         self.bar.clear()
         err.print(line + f"  [cyan]{Text(preview).markup}[/]")
         self.bar.refresh()
@@ -386,14 +381,14 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     n_params = sum(int(np.prod(s)) for s in param_shapes(trainer.model_cfg).values())
     assert n_params == textbook_param_count(trainer.model_cfg)
     if not quiet:
-        out.print(config_table(trainer, chosen, text_file.name, n_params))
+        out.print("\n".join(config_lines(trainer, chosen, text_file.name, n_params)))
         if resume is not None:
             out.print(f"[dim]resuming from[/] {plain(o['resume'])} [dim]at step[/] {trainer.step:,}")
     for note in notes:
         err.print(f"[yellow]Note:[/] {plain(note)}")
 
     display = TrainDisplay(trainer, target, quiet, chosen)
-    trainer.pace_eval = "eval_every" in chosen
+    trainer.auto_eval_every = trainer.cfg.eval_every if "eval_every" in chosen else 0
     with stop_on_signals(trainer) as got:
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # divergence ends in one Error line instead
@@ -413,11 +408,11 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     fig = report.loss_figures(best if math.isfinite(best) else None)
     summary = (f"[bold]done[/]: {plain(trainer.stop_reason)}; {plural(trainer.step, 'step')} in "
                f"{trainer.wall_time:,.0f} s")
+    out.print(summary)
     if fig["loss"] is not None:
         unit = "nats per hidden char" if trainer.model_cfg.bidirectional else "nats/char"
-        summary += (f"; best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
-                    f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
-    out.print(summary)
+        out.print(f"best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
+                  f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
     bi = trainer.model_cfg.bidirectional
     use = f"charrnn fill {plain(target)} 'th_ qu_ck'" if bi else f"charrnn sample {plain(target)} -n 10"
     out.print(f"saved [bold]{plain(target)}[/]: try  {use}")
@@ -533,20 +528,17 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
 
     m, d, tr, prm = s["config"]["model"], s["data"], s["training"], s["parameters"]
     out.print(f"[bold]{plain(ckpt)}[/]  [dim](format {s['format_version']})[/]")
-    top = Table(box=None, show_header=False, pad_edge=False)
-    for _ in range(4):
-        top.add_column()
     cell = ("bidirectional " if m.get("bidirectional") else "") + m["cell"] + (
         f" ({m['activation']})" if m["cell"] == "rnn" else "")
-    top.add_row("[dim]model[/]", f"{cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}",
-                "[dim]data[/]", f"{d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
-                + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
-    out.print(top)
+    out.print(f"[dim]model[/]  {cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}")
+    out.print(f"[dim]data[/]   {d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
+              + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
     vocab = "".join(shown(c) for c in s["vocab"]["chars"])
     out.print(f"[dim]vocabulary[/] {s['vocab']['size']}: <UNK> <EOS> {Text(vocab).markup}")
 
     judge = "validation" if tr["history"]["val"] else "training loss"
-    t = Table(title="parameters" + (f" (best {judge} weights)" if prm["best_weights"] else ""), title_justify="left")
+    t = Table(title="parameters" + (f" (best {judge} weights)" if prm["best_weights"] else ""), title_justify="left",
+              box=None, pad_edge=False)
     for col in ("name", "shape", "count", "mean", "std", "min", "max", "L2 norm"):
         t.add_column(col, justify="left" if col in ("name", "shape") else "right")
     for name, a in prm["arrays"].items():
@@ -554,11 +546,9 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
                   *(f"{a[k]:+.4f}" if k in ("mean", "min", "max") else f"{a[k]:.4f}"
                     for k in ("mean", "std", "min", "max", "l2")))
     ok = prm["total"] == prm["textbook_total"]
-    t.add_section()
-    t.add_row("[bold]total[/]", "", f"[bold]{prm['total']:,}[/]")
     out.print(t)
-    out.print("[green]✓ total matches the textbook formula[/]" if ok
-              else f"[red]✗ the textbook formula says {prm['textbook_total']:,}[/]")
+    out.print(f"[bold]total {prm['total']:,}[/]  " + ("[green]✓ matches the textbook formula[/]" if ok
+              else f"[red]✗ the textbook formula says {prm['textbook_total']:,}[/]"))
 
     g = Table(title="training", title_justify="left", box=None, show_header=True, pad_edge=False)
     for col in ("", "nats/char", "bits/char", "perplexity"):
@@ -571,8 +561,9 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     rate = f"{tr['chars_per_s']:,.0f} chars/s" if tr["chars_per_s"] else "-"
     out.print(f"[dim]steps[/] {tr['steps']:,}  [dim]epochs[/] {tr['epochs']:.2f}  "
               f"[dim]chars seen[/] {tr['chars_seen']:,}"
-              f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}"
-              + (f"  [dim]stopped:[/] {plain(tr['stop_reason'])}" if tr["stop_reason"] else ""))
+              f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}")
+    if tr["stop_reason"]:
+        out.print(f"[dim]stopped:[/] {plain(tr['stop_reason'])}")
     h = tr["history"]
     series = {}
     if h["train"]:
@@ -585,7 +576,7 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
         out.print("\n[dim]loss[/]   [blue]• train[/]" + ("   [magenta]× validation[/]" if "val" in series
                                                       else "   [dim](no validation split)[/]"))
         for row in line_chart(series):
-            out.print(Text(row).markup.replace("•", "[blue]•[/]").replace("×", "[magenta]×[/]"))
+            out.print(Text(row.rstrip()).markup.replace("•", "[blue]•[/]").replace("×", "[magenta]×[/]"))
     return 0
 
 

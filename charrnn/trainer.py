@@ -97,7 +97,7 @@ class Trainer:
             self._restore(resume)
         self.stop_requested = False
         self.stop_reason = ""
-        self.pace_eval = False  # fit --eval-every to --time after PACE_STEPS (the caller sets it for an auto value)
+        self.auto_eval_every = 0  # an automatic --eval-every, to fit to --time as the run goes (0: keep eval_every)
 
     @property
     def best_val(self) -> float:
@@ -274,31 +274,37 @@ class Trainer:
             self.best = {k: v.copy() for k, v in self.params.items()}
         return val
 
-    def pace(self, seconds_per_step: float) -> None:
-        """Lower --eval-every so that about EVALS_PER_BUDGET evaluations fit in --time: a short run
-        shows its progress (and saves) as it goes, not only at the end."""
-        budget_steps = self.cfg.time_minutes * 60 / max(seconds_per_step, 1e-9)
-        self.cfg.eval_every = max(1, min(self.cfg.eval_every, int(budget_steps / EVALS_PER_BUDGET)))
+    def pace(self, seconds_per_step: float, seconds_per_eval: float = 0.0) -> None:
+        """Fit the automatic --eval-every to --time: about EVALS_PER_BUDGET evaluations, taking at most a
+        quarter of the time, so that a short run shows its progress (and saves) as it goes."""
+        budget = self.cfg.time_minutes * 60
+        evals = max(1.0, min(EVALS_PER_BUDGET, budget / 4 / max(seconds_per_eval, 1e-9)))
+        steps = (budget - evals * seconds_per_eval) / max(seconds_per_step, 1e-9)
+        self.cfg.eval_every = max(1, min(self.auto_eval_every, int(steps / evals)))
 
     def fit(self, on_step: Callable[[Trainer, float], None] | None = None,
             on_eval: Callable[[Trainer, float | None], None] | None = None) -> None:
         """Train until a stop condition holds. `on_eval` runs after each evaluation
         (the caller saves the checkpoint there)."""
         started = time.perf_counter()
-        last, first_step = started, self.step
+        last, step0, wall0 = started, self.step, self.wall_time
+        pacing = bool(self.auto_eval_every and self.cfg.time_minutes)  # after PACE_STEPS, again after one evaluation
         while not self.done(started):
             loss = self.train_step()
             now = time.perf_counter()
             self.wall_time += now - last
             last = now
-            if self.pace_eval and self.cfg.time_minutes and self.step - first_step == PACE_STEPS:
-                self.pace((now - started) / PACE_STEPS)
+            if pacing and self.step - step0 == PACE_STEPS:
+                self.pace((self.wall_time - wall0) / PACE_STEPS)
             if on_step:
                 on_step(self, loss)
             if self.step % self.cfg.eval_every == 0:
                 val = self.run_eval()
                 if on_eval:
                     on_eval(self, val)
+                if pacing and self.step - step0 >= PACE_STEPS:
+                    self.pace((self.wall_time - wall0) / (self.step - step0), time.perf_counter() - now)
+                    pacing = False
                 last = time.perf_counter()  # evaluation time is not training time
         if self.step % self.cfg.eval_every != 0 or self.step == 0:
             val = self.run_eval(scheduled=False)

@@ -61,7 +61,7 @@ def test_default_output_path_is_stem_in_cwd(tmp_path, capsys, names_x4_file, mon
 def test_inspect_rich_and_json(capsys, names_ckpt):
     code, out, _ = run(capsys, "inspect", names_ckpt)
     assert code == 0
-    for word in ("lstm", "vocabulary 21", "W_h0", "total matches the textbook formula", "best val", "loss"):
+    for word in ("lstm", "vocabulary 21", "W_h0", "matches the textbook formula", "best val", "loss"):
         assert word in out
     code, out, _ = run(capsys, "inspect", names_ckpt, "--json")
     s = json.loads(out)
@@ -304,7 +304,7 @@ def test_quiet_still_says_how_it_ended_and_where_the_model_is(tmp_path, capsys, 
     code, out, err = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", *TINY_H16_12STEPS)
     assert code == 0 and err == ""
     assert out.splitlines()[0].startswith("done: reached --steps 12; 12 steps in")
-    assert out.splitlines()[1] == f"saved {tmp_path / 'm.npz'}: try  charrnn sample {tmp_path / 'm.npz'} -n 10"
+    assert out.splitlines()[-1] == f"saved {tmp_path / 'm.npz'}: try  charrnn sample {tmp_path / 'm.npz'} -n 10"
 
 
 def test_inspect_without_validation_shows_no_validation(tmp_path, capsys, names_x4_file):
@@ -324,3 +324,30 @@ def test_counts_have_their_plurals_and_thousands_separators(tmp_path, capsys, na
                        "--steps", "2", "--patience", "1", "--eval-every", "1", "--time", "1")
     assert code == 0
     assert "2 steps, 1 minute, 1 evaluation without improvement" in out and "every 1 step," in out
+
+
+def test_output_fits_80_columns_without_padding(tmp_path, capsys, monkeypatch, names_x4_file):
+    """In a pipe (as here) rich assumes 80 columns: every line fits, none is padded with spaces."""
+    monkeypatch.chdir(tmp_path)  # short paths
+    ck = "m.npz"
+    code, out, err = run(capsys, "train", names_x4_file, "--out", ck, "--hidden-size", "8", "--steps", "4",
+                         "--eval-every", "2", "--seq-len", "200")
+    assert code == 0 and "step      2" in err
+    code, out2, _ = run(capsys, "inspect", ck)
+    assert code == 0 and out2.splitlines()[1].startswith("model  lstm")
+    for line in (out + err + out2).splitlines():
+        assert len(line) <= 80 and line == line.rstrip(), repr(line)
+
+
+@pytest.mark.parametrize("total, postfix", [
+    (123_456, "loss 2.167 val 2.125, 10.7k chars/s"),
+    (None, "loss 2.167 val 2.125, 10.7k chars/s, patience 3/5"),
+])
+def test_the_progress_bar_fits_80_columns(total, postfix):
+    from tqdm import tqdm
+
+    from charrnn.commands import BAR, ENDLESS_BAR
+
+    line = tqdm.format_meter(100_000, total, 4000.0, ncols=80, bar_format=BAR if total else ENDLESS_BAR,
+                             postfix=postfix, unit="step")
+    assert len(line) <= 80 and line.endswith(postfix + "]") and "100,000" in line

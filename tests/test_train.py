@@ -205,11 +205,13 @@ def test_resume_keeps_the_stop_limits_and_a_new_text_starts_its_own_validation(t
 
 def test_pace_fits_about_fifteen_evaluations_in_the_time_budget():
     tr = small_trainer(TEN_NAMES_X3, "lines")
-    tr.cfg.time_minutes, tr.cfg.eval_every = 0.5, 200
+    tr.cfg.time_minutes, tr.auto_eval_every = 0.5, 200
     tr.pace(seconds_per_step=0.1)  # 300 steps fit in 30 s
     assert tr.cfg.eval_every == 20
-    tr.pace(seconds_per_step=0.0001)  # never more steps between evaluations than before
-    assert tr.cfg.eval_every == 20
+    tr.pace(seconds_per_step=0.1, seconds_per_eval=1)  # 7.5 evaluations take a quarter: 225 steps are left
+    assert tr.cfg.eval_every == 30
+    tr.pace(seconds_per_step=0.0001)  # never more steps between evaluations than the automatic value
+    assert tr.cfg.eval_every == 200
 
 
 def test_a_short_timed_run_evaluates_as_it_goes(tmp_path, capsys, monkeypatch, names_x4_file):
