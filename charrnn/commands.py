@@ -114,7 +114,7 @@ def _same_file(a: Path, b: Path | None) -> bool:
 
 def default_target(o: dict[str, Any]) -> Path:
     """Where the checkpoint goes: --out, else the resumed file, else TEXT_FILE's stem + .npz here."""
-    return Path(o["out"] or o["resume"] or Path.cwd() / f"{Path(o['text_file']).stem}.npz")
+    return Path(o["out"] or o["resume"] or f"{Path(o['text_file']).stem}.npz")
 
 
 def checkpoint_target(o: dict[str, Any]) -> Path:
@@ -743,11 +743,11 @@ def run_export(ckpt: Path, target: Path) -> int:
 
     bi = cfg.bidirectional
     out.print(f"wrote [bold]{plain(target)}[/]: {len(tensors)} tensors ({'best' if ck.best is not None else 'current'} "
-              f"weights), nn.{kind}({input_size(cfg)}, {cfg.hidden_size}, num_layers={cfg.layers}"
+              f"weights), {cfg.dtype}, " + ("one-hot inputs, <MASK> = the last" if bi else "one-hot inputs"))
+    out.print(f"  nn.{kind}({input_size(cfg)}, {cfg.hidden_size}, num_layers={cfg.layers}"
               + (f", nonlinearity='{cfg.activation}'" if cfg.cell == "rnn" else "")
               + (", bidirectional=True" if bi else "")
-              + f") + nn.Linear({(2 if bi else 1) * cfg.hidden_size}, {cfg.vocab_size}) as 'out', {cfg.dtype}, "
-              + ("one-hot inputs, <MASK> = the last" if bi else "one-hot inputs"))
+              + f") + nn.Linear({(2 if bi else 1) * cfg.hidden_size}, {cfg.vocab_size}) as 'out'", markup=False)
     return 0
 
 
