@@ -15,10 +15,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from rich.console import Console
 
 from charrnn import checkpoint
 from charrnn.config import Mode, ModelConfig, TrainConfig, option, plural
@@ -27,6 +26,8 @@ from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from charrnn.data import Corpus
     from charrnn.trainer import Trainer
 
@@ -37,8 +38,25 @@ STOPS = ("steps", "epochs", "time_minutes")
 RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", *STOPS, "eval_every", "patience",
              "quiet", "out", "resume", "text_file", "encoding", "errors", "force", "init_from", "threads"}
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class LazyConsole:
+    """A rich Console made when first used: `charrnn sample` writes plain text and never loads rich."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self.stderr = stderr
+        self.console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+        return getattr(self.console, name)
+
+
+out = cast("Console", LazyConsole())  # used as the Console it becomes
+err = cast("Console", LazyConsole(stderr=True))
 
 
 def plain(value: object) -> str:
@@ -481,8 +499,7 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
         s = generate_from(ck, num, novel, length=length, temperature=t, top_k=top_k, top_p=top_p,
                           prime=prime, rng=rng, allow_unk=allow_unk, live=live)
         if s.prime_unk and not warned:
-            err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
-                      "they were read as <UNK>")
+            _note(f"Warning: {s.prime_unk} character(s) of --prime are not in the vocabulary: they were read as <UNK>")
             warned = True
         if as_json:
             for k, text in enumerate(s.texts, 1):
@@ -498,16 +515,20 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
     return 0
 
 
+def _note(line: str) -> None:
+    """A plain line on stderr: sampling starts faster without rich."""
+    print(line, file=sys.stderr, flush=True)
+
+
 def _report_novelty(s: Any, num: int, novel: bool | None) -> None:
     rate = s.novel / max(s.generated, 1)
-    err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the "
-              "training text"
-              f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
+    _note(f"novelty: {s.novel:,} of {s.generated:,} generated samples ({rate:.0%}) are not in the training text"
+          f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}")
     if s.repeats:
-        err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "
-                  "are lines of the training text, empty or repeated")
+        _note(f"Warning: only {num - s.repeats:,} new samples found; the last {s.repeats:,} are lines of the "
+              "training text, empty or repeated")
     elif len(s.texts) < num:
-        err.print(f"[yellow]Warning:[/] only {len(s.texts)} novel samples found")
+        _note(f"Warning: only {len(s.texts):,} novel samples found")
 
 
 # ---------------------------------------------------------------- inspect
@@ -888,6 +909,8 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
             result["text"] = sr.json_chars(text, unk, values, predictions, ck.vocab)
         print(json.dumps(result, ensure_ascii=True))
         return 0
+
+    from rich.console import Console
 
     # without colour, no escape code at all: a console that writes plain text
     con = out if colour else Console(file=sys.stdout, color_system=None, highlight=False, soft_wrap=True)

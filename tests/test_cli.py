@@ -224,10 +224,13 @@ def test_module_entry_point_runs():
 
 
 def test_sample_imports_only_what_sampling_needs(names_ckpt):
-    """Start-up is part of every `charrnn sample`: no training code, no numpy.ma (np.isin)."""
-    probe = ("import sys; from charrnn.cli import main; sys.argv = ['charrnn', 'sample', sys.argv[1], '-n', '2']\n"
+    """Start-up is part of every `charrnn sample`: no training code, no numpy.ma (np.isin), no rich, and
+    no pydantic (typer's coercion: a plain command line is read by cli.quick_parse)."""
+    probe = ("import sys; from charrnn.cli import main\n"
+             "sys.argv = ['charrnn', 'sample', sys.argv[1], '-n', '2', '--temperature=0.5', '--allow-seen']\n"
              "try: main()\nexcept SystemExit: pass\n"
-             "print(sorted(m for m in ('charrnn.trainer', 'charrnn.data', 'numpy.ma', 'tqdm') if m in sys.modules))")
+             "print(sorted(m for m in ('charrnn.trainer', 'charrnn.data', 'numpy.ma', 'tqdm', 'rich', 'pydantic')\n"
+             "             if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", probe, str(names_ckpt)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
@@ -351,3 +354,28 @@ def test_the_progress_bar_fits_80_columns(total, postfix):
     line = tqdm.format_meter(100_000, total, 4000.0, ncols=80, bar_format=BAR if total else ENDLESS_BAR,
                              postfix=postfix, unit="step")
     assert len(line) <= 80 and line.endswith(postfix + "]") and "100,000" in line
+
+
+@pytest.mark.parametrize("args", [
+    ["m.npz"],
+    ["m.npz", "-n", "3", "--temperature", "0.2,1", "--top-p=0.9", "--seed", "7", "--prime", "-x"],
+    ["--length", "40", "m.npz", "--allow-seen", "--allow-unk", "--json", "--prime-file", "p.txt", "--top-k", "5"],
+    ["m.npz", "--novel", "--prime", ""],
+])
+def test_quick_parse_reads_sample_lines_as_typer_does(args):
+    import typer
+
+    from charrnn.cli import app, quick_parse
+
+    command = typer.main.get_command(app).commands["sample"]
+    assert quick_parse(command, args) == command.make_context("sample", list(args)).params
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["m.npz", "-n", "x"], ["m.npz", "--nope"], ["m.npz", "-n"],
+                                  ["m.npz", "n.npz"], ["m.npz", "--json=1"], ["m.npz", "-n3"]])
+def test_quick_parse_leaves_the_unusual_to_typer(args):
+    import typer
+
+    from charrnn.cli import app, quick_parse
+
+    assert quick_parse(typer.main.get_command(app).commands["sample"], args) is None
