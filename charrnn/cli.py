@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         quick = quick_parse(command.commands["sample"], args[1:]) if args[:1] == ["sample"] else None  # type: ignore[attr-defined]
         if quick is not None:
-            sample(**quick)
+            sample(**quick)  # exits, as every command does (finish)
         command.main(args=argv, prog_name="charrnn", standalone_mode=False)
     except CharrnnError as e:
         print(f"Error: {visible(e)}", file=sys.stderr)

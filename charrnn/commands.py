@@ -39,7 +39,6 @@ RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", *ST
              "quiet", "out", "resume", "text_file", "encoding", "errors", "force", "init_from", "threads"}
 
 
-
 class LazyConsole:
     """A rich Console made when first used: `charrnn sample` writes plain text and never loads rich."""
 
@@ -454,11 +453,12 @@ def temperatures(value: str) -> list[float]:
                           ) from None
 
 
-def sample_label(k: int, n: int, temperature: float | None) -> str:
-    """The line before a sample of running text (or a block of lines): unmistakable next to the
-    blank lines of the text itself, and easy to split on (`^=== `)."""
-    parts = ([f"sample {k} of {n}"] if n > 1 else []) + ([f"temperature {temperature:g}"] if temperature is not None
-                                                          else [])
+def sample_label(temperature: float | None, k: int = 1, n: int = 1) -> str:
+    """The line before sample k of n of running text, or before a block of samples at one of several
+    temperatures: unmistakable next to the blank lines of the text itself, and easy to split on (`^=== `)."""
+    parts = [f"sample {k} of {n}"] if n > 1 else []
+    if temperature is not None:
+        parts.append(f"temperature {temperature:g}")
     return f"=== {', '.join(parts)} ==="
 
 
@@ -484,18 +484,18 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
     if length is None:
         length = ck.meta.train.seq_len if mode == Mode.LINES else 500
     rng = np.random.default_rng(seed)
-    labelled = mode == Mode.STREAM and num > 1 or len(temps) > 1
+    labelled = (mode == Mode.STREAM and num > 1) or len(temps) > 1
     warned = False
     for t in temps:
         label_t = t if len(temps) > 1 else None
         live = None
         if mode == Mode.STREAM and not as_json:  # running text: show the first sample as it grows
             if labelled:
-                _write_now(sample_label(1, num, label_t) + "\n")
+                _write_now(sample_label(label_t, 1, num) + "\n")
             _write_now(prime)
             live = _write_now
         elif mode == Mode.LINES and labelled and not as_json:
-            _write_now(sample_label(1, 1, label_t) + "\n")
+            _write_now(sample_label(label_t) + "\n")
         s = generate_from(ck, num, novel, length=length, temperature=t, top_k=top_k, top_p=top_p,
                           prime=prime, rng=rng, allow_unk=allow_unk, live=live)
         if s.prime_unk and not warned:
@@ -507,7 +507,7 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
         elif live is not None:
             live("\n")
             for k, text in enumerate(s.texts[1:], 2):
-                _write_now(f"{sample_label(k, num, label_t)}\n{text}\n")
+                _write_now(f"{sample_label(label_t, k, num)}\n{text}\n")
         elif s.texts:
             _write_now("\n".join(s.texts) + "\n")
         if s.novel >= 0:

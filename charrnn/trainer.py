@@ -241,7 +241,7 @@ class Trainer:
     def done(self, started: float) -> bool:
         cfg = self.cfg
         if cfg.steps and self.step >= cfg.steps:
-            self.stop_reason = f"reached --steps {cfg.steps:,}"
+            self.stop_reason = f"reached --steps {cfg.steps}"
         elif cfg.epochs and self.epoch + self.pos / self.batches_per_epoch >= cfg.epochs:
             self.stop_reason = f"reached --epochs {cfg.epochs:g}"
         elif cfg.time_minutes and time.perf_counter() - started >= cfg.time_minutes * 60:
