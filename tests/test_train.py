@@ -226,7 +226,7 @@ def test_a_short_timed_run_evaluates_as_it_goes(tmp_path, capsys, monkeypatch, n
     code, _, err = run(capsys, "train", names_x4_file, "--out", out, "--hidden-size", "8", "--time", "0.03", "-q")
     assert code == 0, err
     ck = checkpoint.load(out)
-    assert 5 <= len(ck.val_losses) <= 25 and ck.meta.train.eval_every < 200
+    assert len(ck.val_losses) >= 5 and ck.meta.train.eval_every < 200  # it was one, at the end
 
 
 @pytest.mark.parametrize("args, limit, until_patience", [
