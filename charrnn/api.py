@@ -13,6 +13,8 @@ Errors are charrnn.errors.CharrnnError with the same one-line messages the CLI p
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +107,8 @@ def train(text_file: str | os.PathLike, out: str | os.PathLike | None = None, **
     for k in ("resume", "init_from"):
         if o.get(k) is not None:
             o[k] = Path(o[k])
-    code = run_train(o, set(options))
+    with contextlib.redirect_stdout(io.StringIO()):  # the command's closing lines: the caller gets the Model
+        code = run_train(o, set(options))
     if code != 0:
         raise CharrnnError(f"training stopped early (exit {code}); the checkpoint keeps the last evaluation")
     return load(default_target(o))

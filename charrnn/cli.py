@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -134,7 +134,8 @@ def train(
         "(fine-tuning; characters it does not know become <UNK>)."),
     encoding: EncodingOpt = "utf-8",
     errors: ErrorsOpt = "strict",
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or previews."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No settings, progress bar or previews: only the result and the saved path."),
     threads: int = typer.Option(
         1, help="BLAS threads for the matrix products. One is the default: on a busy machine more threads wait "
         "on each other (2x to 10x slower measured); on an idle one, 2 gain 15-25 %. OPENBLAS_NUM_THREADS, if set, "
@@ -152,7 +153,8 @@ def train(
 
 @app.command(
     help="Generate text from a checkpoint. Samples go to stdout, one per line for line-trained "
-    "models (names); notes go to stderr.\n\n"
+    "models (names); samples of running text, and blocks of several temperatures, each follow a line "
+    "'=== sample K of N ==='. Notes go to stderr.\n\n"
     "Example: charrnn sample names.npz -n 20 --temperature 0.8\n\n"
     "Example: charrnn sample shakespeare.npz --prime 'ROMEO:' --length 500"
 )
@@ -163,21 +165,27 @@ def sample(
         help="How many samples, generated together as one batch [default: 10 from line models, 1 from running text]."),
     length: Optional[int] = typer.Option(
         None, help="Characters per sample [lines: at most the training line limit; stream: 500]."),
-    temperature: float = typer.Option(1.0, help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy."),
+    temperature: str = typer.Option(
+        "1.0", help="Sharpness: below 1 is safer, above 1 wilder, 0 is greedy. Several, as 0.2,0.5,1.0: a block "
+        "of samples for each, labelled."),
     top_k: int = typer.Option(0, help="Sample only among the K most likely characters (0: off)."),
     top_p: float = typer.Option(
         1.0, help="Sample only among the most likely characters whose probabilities add up to P."),
     prime: str = typer.Option("", help="Text to start from; samples continue it."),
+    prime_file: Optional[Path] = typer.Option(None, help="Start from the text of this file (UTF-8) instead."),
     seed: Optional[int] = typer.Option(None, help="Random seed for reproducible samples."),
     allow_unk: bool = typer.Option(False, help="Allow the <UNK> token (shown as U+FFFD) in samples."),
     novel: Optional[bool] = typer.Option(
         None, "--novel/--allow-seen",
         help="Line models: --novel keeps only samples that are not lines of the training text; "
         "--allow-seen skips the check. [default: new samples first, topped up with seen ones if too few turn up]"),
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per sample and line: sample, temperature, "
+                                        "text.")] = False,
 ) -> None:
     from charrnn.commands import run_sample
 
-    finish(lambda: run_sample(ckpt, num, length, temperature, top_k, top_p, prime, seed, allow_unk, novel))
+    finish(lambda: run_sample(ckpt, num, length, temperature, top_k, top_p, prime, prime_file, seed, allow_unk,
+                              novel, json_))
 
 
 # ---------------------------------------------------------------- inspect / eval
@@ -348,6 +356,53 @@ def blas_threads(argv: list[str]) -> int:
     return 1
 
 
+QUICK_TYPES: dict[Any, Callable[[str], Any]] = {int: int, float: float, str: str, Path: Path}
+
+
+def quick_parse(command: Any, args: list[str]) -> dict[str, Any] | None:
+    """The values of a command line made only of plain options (numbers, text, paths, flags), read
+    from the command as typer built it but without typer's coercion, which imports pydantic: 0.1 to
+    0.3 s, most of what `charrnn sample` waits on before it starts. None for anything else (--help,
+    an unknown option, a value that does not convert): typer parses that line and says what is wrong."""
+    options: dict[str, tuple[Any, bool]] = {}  # "--num" -> (its parameter, the value of a flag)
+    positional = []
+    for p in command.params:
+        if p.param_type_name == "argument":
+            positional.append(p)
+        options.update({o: (p, True) for o in p.opts if o.startswith("-")})
+        options.update({o: (p, False) for o in getattr(p, "secondary_opts", ())})
+    values = {p.name: p.default for p in command.params}
+    rest = iter(args)
+    for arg in rest:
+        if arg.startswith("-") and arg != "-":
+            name, eq, text = arg.partition("=")
+            if name not in options:
+                return None
+            p, flag_value = options[name]
+            if getattr(p, "is_flag", False):
+                if eq:
+                    return None
+                values[p.name] = flag_value
+                continue
+            if not eq:
+                following = next(rest, None)
+                if following is None:
+                    return None
+                text = following
+        elif positional:
+            p, text = positional.pop(0), arg
+        else:
+            return None
+        convert = QUICK_TYPES.get(getattr(getattr(p, "type_descriptor", None), "annotation", None))
+        if convert is None:  # another type, or a typer that describes its parameters otherwise
+            return None
+        try:
+            values[p.name] = convert(text)
+        except ValueError:
+            return None
+    return None if positional else values
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one `Error:` line on stderr, never a traceback."""
     import os
@@ -359,7 +414,11 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update({v: str(n) for v in BLAS_THREADS})
 
     command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else argv
     try:
+        quick = quick_parse(command.commands["sample"], args[1:]) if args[:1] == ["sample"] else None  # type: ignore[attr-defined]
+        if quick is not None:
+            sample(**quick)  # exits, as every command does (finish)
         command.main(args=argv, prog_name="charrnn", standalone_mode=False)
     except CharrnnError as e:
         print(f"Error: {visible(e)}", file=sys.stderr)

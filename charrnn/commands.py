@@ -15,19 +15,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-from rich.console import Console
 
 from charrnn import checkpoint
-from charrnn.config import Mode, ModelConfig, TrainConfig, option
+from charrnn.config import Mode, ModelConfig, TrainConfig, option, plural
 from charrnn.errors import CharrnnError, OptionError, visible
 from charrnn.model import param_shapes, textbook_param_count
 from charrnn.sample import check_options, generate, generate_from
 
 if TYPE_CHECKING:
-    from rich.table import Table
+    from rich.console import Console
 
     from charrnn.data import Corpus
     from charrnn.trainer import Trainer
@@ -39,8 +38,24 @@ STOPS = ("steps", "epochs", "time_minutes")
 RESUMABLE = {"dropout", "lr", "lr_decay", "lr_plateau", "clip", "clip_mode", *STOPS, "eval_every", "patience",
              "quiet", "out", "resume", "text_file", "encoding", "errors", "force", "init_from", "threads"}
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class LazyConsole:
+    """A rich Console made when first used: `charrnn sample` writes plain text and never loads rich."""
+
+    def __init__(self, stderr: bool = False) -> None:
+        self.stderr = stderr
+        self.console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
+        return getattr(self.console, name)
+
+
+out = cast("Console", LazyConsole())  # used as the Console it becomes
+err = cast("Console", LazyConsole(stderr=True))
 
 
 def plain(value: object) -> str:
@@ -116,7 +131,7 @@ def _same_file(a: Path, b: Path | None) -> bool:
 
 def default_target(o: dict[str, Any]) -> Path:
     """Where the checkpoint goes: --out, else the resumed file, else TEXT_FILE's stem + .npz here."""
-    return Path(o["out"] or o["resume"] or Path.cwd() / f"{Path(o['text_file']).stem}.npz")
+    return Path(o["out"] or o["resume"] or f"{Path(o['text_file']).stem}.npz")
 
 
 def checkpoint_target(o: dict[str, Any]) -> Path:
@@ -202,23 +217,21 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
     return trainer, chosen, notes
 
 
-def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int) -> Table:
-    from rich.table import Table
+def config_lines(trainer: Trainer, chosen: set[str], source: str, n_params: int) -> list[str]:
+    """The settings of a run, one plain line each (rich markup), under 80 columns: a terminal shows them
+    as they are, and a pipe gets them without padding."""
+    from charrnn.trainer import EVALS_PER_BUDGET
 
     model_cfg, cfg, corpus = trainer.model_cfg, trainer.cfg, trainer.corpus
-    t = Table(title=f"charrnn train [bold]{plain(source)}[/]", title_justify="left", box=None, pad_edge=False,
-              show_header=False)
-    t.add_column(style="dim", no_wrap=True)
-    t.add_column(overflow="fold")
 
     def v(name: str, value: Any) -> str:
         return f"{value}" + (" [dim](auto)[/]" if name in chosen else "")
 
     lines = corpus.mode == Mode.LINES
-    stops = [f"{cfg.steps:,} steps" if cfg.steps else "",
-             v("epochs", f"{cfg.epochs:g} epochs") if cfg.epochs else "",
-             f"{cfg.time_minutes:g} min" if cfg.time_minutes else "",
-             v("patience", f"{cfg.patience} evals without improvement") if cfg.patience else ""]
+    stops = [plural(cfg.steps, "step") if cfg.steps else "",
+             v("epochs", plural(cfg.epochs, "epoch")) if cfg.epochs else "",
+             plural(cfg.time_minutes, "minute") if cfg.time_minutes else "",
+             v("patience", plural(cfg.patience, "evaluation") + " without improvement") if cfg.patience else ""]
     rows = [
         ("data", f"{corpus.mode} mode, {corpus.chars:,} chars, {corpus.unk_chars:,} unknown"),
         ("vocabulary", f"{len(corpus.vocab)} ({len(corpus.vocab) - 2} chars + <UNK> + <EOS>)"),
@@ -227,23 +240,24 @@ def config_table(trainer: Trainer, chosen: set[str], source: str, n_params: int)
         ("model", ("bidirectional " if model_cfg.bidirectional else "")
          + f"{v('cell', model_cfg.cell)}" + (f" ({model_cfg.activation})" if model_cfg.cell == "rnn" else "")
          + f", {v('layers', model_cfg.layers)} × {v('hidden_size', model_cfg.hidden_size)}, dropout "
-         + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}, {n_params:,} parameters"),
+         + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}"),
+        ("parameters", f"{n_params:,}"),
         ("batches", f"{v('batch_size', cfg.batch_size)} × "
          + (f"lines up to {v('seq_len', cfg.seq_len)}" if lines else f"{v('seq_len', cfg.seq_len)} steps")
          + (", no state carried between chunks" if model_cfg.bidirectional and not lines else "")),
-        ("objective", f"hidden characters: {v('mask_rate', f'{cfg.mask_rate:.0%}')} of them, in spans of 1-3, "
-         "read as <MASK>; loss per hidden character" if model_cfg.bidirectional else "the next character"),
+        ("objective", f"hidden characters, {v('mask_rate', f'{cfg.mask_rate:.0%}')} in spans of 1-3 read as <MASK>"
+         if model_cfg.bidirectional else "the next character"),
         ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}"
          + (f", ×{cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
          + (f", ×{cfg.lr_plateau} on plateau" if cfg.lr_plateau < 1 else "")
          + (f", clip {cfg.clip} ({cfg.clip_mode})" if cfg.clip else ", no clipping")),
         ("stop at", ", ".join(s for s in stops if s) or "Ctrl-C"),
-        ("evaluate", f"every {v('eval_every', cfg.eval_every)} steps, seed {cfg.seed}"),
+        ("evaluate", (f"every {cfg.eval_every} steps at most, ~{EVALS_PER_BUDGET} in --time [dim](auto)[/]"
+                      if "eval_every" in chosen and cfg.time_minutes else
+                      "every " + v("eval_every", plural(cfg.eval_every, "step"))) + f", seed {cfg.seed}"),
         ("threads", _threads_shown()),
     ]
-    for row in rows:
-        t.add_row(*row)
-    return t
+    return [f"charrnn train [bold]{plain(source)}[/]"] + [f"[dim]{name:<12}[/] {value}" for name, value in rows]
 
 
 def _threads_shown() -> str:
@@ -252,19 +266,31 @@ def _threads_shown() -> str:
     return f"{n} BLAS (--threads; OPENBLAS_NUM_THREADS wins)" if n else "BLAS default (all cores)"
 
 
-class TrainDisplay:
-    """The progress bar, an evaluation line with a sample preview, and a save after every evaluation."""
+BAR = "{percentage:3.0f}%|{bar}| {n:,}/{total:,} [{elapsed}<{remaining}{postfix}]"  # tqdm's, with 1,234
+ENDLESS_BAR = "{n:,} steps [{elapsed}{postfix}]"
 
-    def __init__(self, trainer: Trainer, target: Path, quiet: bool) -> None:
+
+class TrainDisplay:
+    """The progress bar, an evaluation line with a sample preview, and a save after every evaluation.
+
+    The bar counts towards the limit that will stop the run: --steps, --epochs, or the steps that
+    --time leaves room for at the pace so far. An automatic epoch limit behind --patience rarely
+    binds, so such a bar has no end, and says how close patience is instead."""
+
+    def __init__(self, trainer: Trainer, target: Path, quiet: bool, chosen: set[str] | frozenset[str] = frozenset()
+                 ) -> None:
         from tqdm import tqdm
 
         cfg = trainer.cfg
         self.trainer, self.target, self.quiet = trainer, target, quiet
-        self.total = cfg.steps or (math.ceil(cfg.epochs * trainer.batches_per_epoch) if cfg.epochs else None)
-        self.bar = tqdm(total=self.total, initial=trainer.step, unit="step", dynamic_ncols=True,
-                        disable=True if quiet else None, file=sys.stderr, smoothing=0.05, mininterval=0.25)
+        self.until_patience = bool(cfg.patience) and "epochs" in chosen and not cfg.steps
+        epochs = 0 if self.until_patience else math.ceil(cfg.epochs * trainer.batches_per_epoch)
+        self.limit = min((n for n in (cfg.steps, epochs) if n), default=None)  # in steps
+        self.bar = tqdm(total=self.limit, initial=trainer.step, unit="step", dynamic_ncols=True,
+                        disable=True if quiet else None, file=sys.stderr, smoothing=0.05, mininterval=0.25,
+                        bar_format=BAR if self.limit else ENDLESS_BAR)
         self.started = time.perf_counter()
-        self.chars0 = trainer.chars_seen
+        self.step0, self.chars0 = trainer.step, trainer.chars_seen
         self.ema: float | None = None  # smoothed training loss
         self.last_val = trainer.val_losses[-1][1] if trainer.val_losses else None
 
@@ -273,14 +299,18 @@ class TrainDisplay:
 
     def on_step(self, tr: Trainer, loss: float) -> None:
         self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
-        if tr.step % 5 == 0 or tr.step == self.total:
-            elapsed = time.perf_counter() - self.started
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        if tr.cfg.time_minutes:  # the steps the time left has room for, at this run's pace (never below the count)
+            left = max(0.0, tr.cfg.time_minutes * 60 - elapsed)
+            fits = tr.step + int(left * (tr.step - self.step0) / elapsed)
+            self.bar.total, self.bar.bar_format = min(fits, self.limit or fits), BAR
+        if tr.step % 5 == 0 or tr.step == self.limit:
             post = f"loss {self.ema:.3f}"
             if self.last_val is not None:
-                post += f", val {self.last_val:.3f}"
-            post += f", {(tr.chars_seen - self.chars0) / max(elapsed, 1e-9):,.0f} chars/s"
-            if tr.cfg.time_minutes:
-                post += f", {max(0.0, tr.cfg.time_minutes * 60 - elapsed) / 60:.1f} min left"
+                post += f" val {self.last_val:.3f}"
+            post += f", {(tr.chars_seen - self.chars0) / elapsed / 1000:,.1f}k chars/s"
+            if self.until_patience:
+                post += f", patience {tr.evals_since_best}/{tr.cfg.patience}"
             self.bar.set_postfix_str(post, refresh=False)
         self.bar.update(1)
 
@@ -295,7 +325,9 @@ class TrainDisplay:
         line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(tr.train_losses[-tr.cfg.eval_every:]):.4f}"
         if val is not None:
             line += f"  [dim]val[/] {val:.4f}{best}"
-        preview = self.preview(tr).replace("\n", "⏎")[:90]
+        room = max(20, err.width - Text.from_markup(line).cell_len - 2)  # one line, in a terminal or a pipe (80)
+        preview = self.preview(tr).replace("\n", "⏎")
+        preview = preview if len(preview) <= room else preview[:room - 1] + "…"
         self.bar.clear()
         err.print(line + f"  [cyan]{Text(preview).markup}[/]")
         self.bar.refresh()
@@ -366,13 +398,14 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     n_params = sum(int(np.prod(s)) for s in param_shapes(trainer.model_cfg).values())
     assert n_params == textbook_param_count(trainer.model_cfg)
     if not quiet:
-        out.print(config_table(trainer, chosen, text_file.name, n_params))
+        out.print("\n".join(config_lines(trainer, chosen, text_file.name, n_params)))
         if resume is not None:
             out.print(f"[dim]resuming from[/] {plain(o['resume'])} [dim]at step[/] {trainer.step:,}")
     for note in notes:
         err.print(f"[yellow]Note:[/] {plain(note)}")
 
-    display = TrainDisplay(trainer, target, quiet)
+    display = TrainDisplay(trainer, target, quiet, chosen)
+    trainer.auto_eval_every = trainer.cfg.eval_every if "eval_every" in chosen else 0
     with stop_on_signals(trainer) as got:
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # divergence ends in one Error line instead
@@ -388,18 +421,18 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
         err.print(f"[yellow]{SIGNALS[got[0]]}[/]: saved {plain(target)} at step {trainer.step:,}. Resume with:\n"
                   f"  charrnn train {plain(text_file)} --resume {plain(target)}")
         return 128 + int(got[0])  # 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
-    if not quiet:
-        best = trainer.best_val
-        fig = report.loss_figures(best if math.isfinite(best) else None)
-        summary = f"[bold]done[/]: {plain(trainer.stop_reason)}; {trainer.step:,} steps in {trainer.wall_time:,.0f} s"
-        if fig["loss"] is not None:
-            unit = "nats per hidden char" if trainer.model_cfg.bidirectional else "nats/char"
-            summary += (f"; best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
-                        f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
-        out.print(summary)
-        bi = trainer.model_cfg.bidirectional
-        use = f"charrnn fill {plain(target)} 'th_ qu_ck'" if bi else f"charrnn sample {plain(target)} -n 10"
-        out.print(f"saved [bold]{plain(target)}[/]: try  {use}")
+    best = trainer.best_val  # the end of the run is shown even with --quiet: where the model is, how good
+    fig = report.loss_figures(best if math.isfinite(best) else None)
+    summary = (f"[bold]done[/]: {plain(trainer.stop_reason)}; {plural(trainer.step, 'step')} in "
+               f"{trainer.wall_time:,.0f} s")
+    out.print(summary)
+    if fig["loss"] is not None:
+        unit = "nats per hidden char" if trainer.model_cfg.bidirectional else "nats/char"
+        out.print(f"best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
+                  f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
+    bi = trainer.model_cfg.bidirectional
+    use = f"charrnn fill {plain(target)} 'th_ qu_ck'" if bi else f"charrnn sample {plain(target)} -n 10"
+    out.print(f"saved [bold]{plain(target)}[/]: try  {use}")
     return 0
 
 
@@ -411,9 +444,36 @@ def _write_now(piece: str) -> None:
     sys.stdout.flush()
 
 
-def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: float, top_k: int, top_p: float,
-               prime: str, seed: int | None, allow_unk: bool, novel: bool | None) -> int:
-    check_options(temperature, top_k, top_p, 1 if num is None else num, 1 if length is None else length, seed)
+def temperatures(value: str) -> list[float]:
+    """--temperature 0.8, or several separated by commas (0.2,0.5,1.0): one block of samples each."""
+    try:
+        return [float(t) for t in value.split(",")]
+    except ValueError:
+        raise OptionError(f"--temperature must be a number, or numbers separated by commas, not {value!r}"
+                          ) from None
+
+
+def sample_label(temperature: float | None, k: int = 1, n: int = 1) -> str:
+    """The line before sample k of n of running text, or before a block of samples at one of several
+    temperatures: unmistakable next to the blank lines of the text itself, and easy to split on (`^=== `)."""
+    parts = [f"sample {k} of {n}"] if n > 1 else []
+    if temperature is not None:
+        parts.append(f"temperature {temperature:g}")
+    return f"=== {', '.join(parts)} ==="
+
+
+def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str, top_k: int, top_p: float,
+               prime: str, prime_file: Path | None, seed: int | None, allow_unk: bool, novel: bool | None,
+               as_json: bool = False) -> int:
+    temps = temperatures(temperature)
+    for t in temps:
+        check_options(t, top_k, top_p, 1 if num is None else num, 1 if length is None else length, seed)
+    if prime_file is not None:
+        from charrnn import data
+
+        if prime:
+            raise OptionError("--prime and --prime-file both give the text to start from: choose one")
+        prime = data.read_text(prime_file, "utf-8", "strict")
     ck = checkpoint.load(ckpt)
     if ck.cfg.bidirectional:
         raise CharrnnError(f"{ckpt} is a bidirectional model: it fills in missing characters rather than "
@@ -424,30 +484,51 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: flo
     if length is None:
         length = ck.meta.train.seq_len if mode == Mode.LINES else 500
     rng = np.random.default_rng(seed)
-    live = _write_now if mode == Mode.STREAM and num == 1 else None  # one running text: show it as it grows
-    if live is not None:
-        live(prime)
-    s = generate_from(ck, num, novel, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                      prime=prime, rng=rng, allow_unk=allow_unk, live=live)
-    if s.prime_unk:
-        err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
-                  "they were read as <UNK>")
-    sep = "\n" if mode == Mode.LINES else "\n\n"
-    if live is not None:
-        live("\n")
-    elif s.texts:
-        _write_now(sep.join(s.texts) + "\n")
-    if s.novel >= 0:
-        rate = s.novel / max(s.generated, 1)
-        err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the "
-                  "training text"
-                  f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
-        if s.repeats:
-            err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "
-                      "are lines of the training text, empty or repeated")
-        elif len(s.texts) < num:
-            err.print(f"[yellow]Warning:[/] only {len(s.texts)} novel samples found")
+    labelled = (mode == Mode.STREAM and num > 1) or len(temps) > 1
+    warned = False
+    for t in temps:
+        label_t = t if len(temps) > 1 else None
+        live = None
+        if mode == Mode.STREAM and not as_json:  # running text: show the first sample as it grows
+            if labelled:
+                _write_now(sample_label(label_t, 1, num) + "\n")
+            _write_now(prime)
+            live = _write_now
+        elif mode == Mode.LINES and labelled and not as_json:
+            _write_now(sample_label(label_t) + "\n")
+        s = generate_from(ck, num, novel, length=length, temperature=t, top_k=top_k, top_p=top_p,
+                          prime=prime, rng=rng, allow_unk=allow_unk, live=live)
+        if s.prime_unk and not warned:
+            _note(f"Warning: {s.prime_unk} character(s) of --prime are not in the vocabulary: they were read as <UNK>")
+            warned = True
+        if as_json:
+            for k, text in enumerate(s.texts, 1):
+                _write_now(json.dumps({"sample": k, "temperature": t, "text": text}, ensure_ascii=False) + "\n")
+        elif live is not None:
+            live("\n")
+            for k, text in enumerate(s.texts[1:], 2):
+                _write_now(f"{sample_label(label_t, k, num)}\n{text}\n")
+        elif s.texts:
+            _write_now("\n".join(s.texts) + "\n")
+        if s.novel >= 0:
+            _report_novelty(s, num, novel)
     return 0
+
+
+def _note(line: str) -> None:
+    """A plain line on stderr: sampling starts faster without rich."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _report_novelty(s: Any, num: int, novel: bool | None) -> None:
+    rate = s.novel / max(s.generated, 1)
+    _note(f"novelty: {s.novel:,} of {s.generated:,} generated samples ({rate:.0%}) are not in the training text"
+          f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}")
+    if s.repeats:
+        _note(f"Warning: only {num - s.repeats:,} new samples found; the last {s.repeats:,} are lines of the "
+              "training text, empty or repeated")
+    elif len(s.texts) < num:
+        _note(f"Warning: only {len(s.texts):,} novel samples found")
 
 
 # ---------------------------------------------------------------- inspect
@@ -468,19 +549,17 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
 
     m, d, tr, prm = s["config"]["model"], s["data"], s["training"], s["parameters"]
     out.print(f"[bold]{plain(ckpt)}[/]  [dim](format {s['format_version']})[/]")
-    top = Table(box=None, show_header=False, pad_edge=False)
-    for _ in range(4):
-        top.add_column()
     cell = ("bidirectional " if m.get("bidirectional") else "") + m["cell"] + (
         f" ({m['activation']})" if m["cell"] == "rnn" else "")
-    top.add_row("[dim]model[/]", f"{cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}",
-                "[dim]data[/]", f"{d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
-                + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
-    out.print(top)
+    out.print(f"[dim]model[/]  {cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}")
+    out.print(f"[dim]data[/]   {d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
+              + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
     vocab = "".join(shown(c) for c in s["vocab"]["chars"])
     out.print(f"[dim]vocabulary[/] {s['vocab']['size']}: <UNK> <EOS> {Text(vocab).markup}")
 
-    t = Table(title="parameters" + (" (best validation weights)" if prm["best_weights"] else ""), title_justify="left")
+    judge = "validation" if tr["history"]["val"] else "training loss"
+    t = Table(title="parameters" + (f" (best {judge} weights)" if prm["best_weights"] else ""), title_justify="left",
+              box=None, pad_edge=False)
     for col in ("name", "shape", "count", "mean", "std", "min", "max", "L2 norm"):
         t.add_column(col, justify="left" if col in ("name", "shape") else "right")
     for name, a in prm["arrays"].items():
@@ -488,11 +567,9 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
                   *(f"{a[k]:+.4f}" if k in ("mean", "min", "max") else f"{a[k]:.4f}"
                     for k in ("mean", "std", "min", "max", "l2")))
     ok = prm["total"] == prm["textbook_total"]
-    t.add_section()
-    t.add_row("[bold]total[/]", "", f"[bold]{prm['total']:,}[/]")
     out.print(t)
-    out.print("[green]✓ total matches the textbook formula[/]" if ok
-              else f"[red]✗ the textbook formula says {prm['textbook_total']:,}[/]")
+    out.print(f"[bold]total {prm['total']:,}[/]  " + ("[green]✓ matches the textbook formula[/]" if ok
+              else f"[red]✗ the textbook formula says {prm['textbook_total']:,}[/]"))
 
     g = Table(title="training", title_justify="left", box=None, show_header=True, pad_edge=False)
     for col in ("", "nats/char", "bits/char", "perplexity"):
@@ -505,8 +582,9 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     rate = f"{tr['chars_per_s']:,.0f} chars/s" if tr["chars_per_s"] else "-"
     out.print(f"[dim]steps[/] {tr['steps']:,}  [dim]epochs[/] {tr['epochs']:.2f}  "
               f"[dim]chars seen[/] {tr['chars_seen']:,}"
-              f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}"
-              + (f"  [dim]stopped:[/] {plain(tr['stop_reason'])}" if tr["stop_reason"] else ""))
+              f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}")
+    if tr["stop_reason"]:
+        out.print(f"[dim]stopped:[/] {plain(tr['stop_reason'])}")
     h = tr["history"]
     series = {}
     if h["train"]:
@@ -516,9 +594,10 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
         a = np.array(h["val"])
         series["val"] = (a[:, 0], a[:, 1])
     if series:
-        out.print("\n[dim]loss[/]   [blue]• train[/]   [magenta]× validation[/]")
+        out.print("\n[dim]loss[/]   [blue]• train[/]" + ("   [magenta]× validation[/]" if "val" in series
+                                                      else "   [dim](no validation split)[/]"))
         for row in line_chart(series):
-            out.print(Text(row).markup.replace("•", "[blue]•[/]").replace("×", "[magenta]×[/]"))
+            out.print(Text(row.rstrip()).markup.replace("•", "[blue]•[/]").replace("×", "[magenta]×[/]"))
     return 0
 
 
@@ -685,11 +764,11 @@ def run_export(ckpt: Path, target: Path) -> int:
 
     bi = cfg.bidirectional
     out.print(f"wrote [bold]{plain(target)}[/]: {len(tensors)} tensors ({'best' if ck.best is not None else 'current'} "
-              f"weights), nn.{kind}({input_size(cfg)}, {cfg.hidden_size}, num_layers={cfg.layers}"
+              f"weights), {cfg.dtype}, " + ("one-hot inputs, <MASK> = the last" if bi else "one-hot inputs"))
+    out.print(f"  nn.{kind}({input_size(cfg)}, {cfg.hidden_size}, num_layers={cfg.layers}"
               + (f", nonlinearity='{cfg.activation}'" if cfg.cell == "rnn" else "")
               + (", bidirectional=True" if bi else "")
-              + f") + nn.Linear({(2 if bi else 1) * cfg.hidden_size}, {cfg.vocab_size}) as 'out', {cfg.dtype}, "
-              + ("one-hot inputs, <MASK> = the last" if bi else "one-hot inputs"))
+              + f") + nn.Linear({(2 if bi else 1) * cfg.hidden_size}, {cfg.vocab_size}) as 'out'", markup=False)
     return 0
 
 
@@ -830,6 +909,8 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
             result["text"] = sr.json_chars(text, unk, values, predictions, ck.vocab)
         print(json.dumps(result, ensure_ascii=True))
         return 0
+
+    from rich.console import Console
 
     # without colour, no escape code at all: a console that writes plain text
     con = out if colour else Console(file=sys.stdout, color_system=None, highlight=False, soft_wrap=True)

@@ -146,6 +146,12 @@ def option(field_name: str) -> str:
     return "--" + {"time_minutes": "time"}.get(field_name, field_name).replace("_", "-")
 
 
+def plural(n: float, word: str) -> str:
+    """'1 evaluation', '5 evaluations', '2,000 steps', '0.5 minutes': a count with its word."""
+    number = f"{n:,}" if isinstance(n, int) else f"{n:,g}"
+    return f"{number} {word}{'' if n == 1 else 's'}"
+
+
 def auto_settings(mode: Mode, train_chars: int) -> dict[str, Any]:
     """Defaults chosen from the data, for every option the user leaves out.
 

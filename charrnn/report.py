@@ -44,6 +44,7 @@ def summary(ck: Checkpoint, path: str = "") -> dict[str, Any]:
     recent = ck.train_losses[-meta.train.eval_every :]
     final_train = float(np.mean(recent)) if len(recent) else None
     val = ck.val_losses
+    best_val = meta.best_val_loss if len(val) else None  # without validation, best_val_loss is the training loss
     wall, chars_seen = meta.wall_time, meta.chars_seen
     return {
         "path": path,
@@ -62,8 +63,8 @@ def summary(ck: Checkpoint, path: str = "") -> dict[str, Any]:
             "chars_per_s": chars_seen / wall if wall > 0 else None,
             "final_train": loss_figures(final_train),
             "final_val": loss_figures(float(val[-1, 1]) if len(val) else None),
-            "best_val_loss": meta.best_val_loss,
-            "best_val": loss_figures(meta.best_val_loss),
+            "best_val_loss": best_val,
+            "best_val": loss_figures(best_val),
             "stop_reason": meta.stop_reason,
             "history": {"train": smooth_history(ck.train_losses), "val": val.tolist()},
         },

@@ -18,7 +18,7 @@ import numpy as np
 
 from charrnn import model, optim
 from charrnn.checkpoint import Checkpoint, CorpusInfo, Meta, Progress, line_hashes
-from charrnn.config import Mode, ModelConfig, TrainConfig, auto_settings
+from charrnn.config import Mode, ModelConfig, TrainConfig, auto_settings, plural
 from charrnn.data import Batches, Corpus, masked_batch
 from charrnn.errors import CharrnnError
 from charrnn.model import Params, State
@@ -27,6 +27,8 @@ from charrnn.score import evaluate, masked_loss
 __all__ = ["Trainer", "Plateau", "TrainConfig", "auto_settings", "evaluate"]
 
 MAX_HASHED_LINES = 2_000_000  # 16 MB of hashes in the checkpoint at most
+PACE_STEPS = 10  # steps timed before an automatic --eval-every is fitted to --time
+EVALS_PER_BUDGET = 15  # evaluations an automatic --eval-every aims for within --time
 
 
 def _inf_to_none(x: float) -> float | None:
@@ -95,6 +97,7 @@ class Trainer:
             self._restore(resume)
         self.stop_requested = False
         self.stop_reason = ""
+        self.auto_eval_every = 0  # an automatic --eval-every, to fit to --time as the run goes (0: keep eval_every)
 
     @property
     def best_val(self) -> float:
@@ -242,9 +245,9 @@ class Trainer:
         elif cfg.epochs and self.epoch + self.pos / self.batches_per_epoch >= cfg.epochs:
             self.stop_reason = f"reached --epochs {cfg.epochs:g}"
         elif cfg.time_minutes and time.perf_counter() - started >= cfg.time_minutes * 60:
-            self.stop_reason = f"reached --time {cfg.time_minutes:g} minutes"
+            self.stop_reason = f"reached --time {plural(cfg.time_minutes, 'minute')}"
         elif cfg.patience and self.plateau.evals_since_best >= cfg.patience:
-            self.stop_reason = f"no improvement in {cfg.patience} evaluations (--patience)"
+            self.stop_reason = f"no improvement in {plural(cfg.patience, 'evaluation')} (--patience)"
         elif self.stop_requested:
             self.stop_reason = "interrupted"
         else:
@@ -271,23 +274,37 @@ class Trainer:
             self.best = {k: v.copy() for k, v in self.params.items()}
         return val
 
+    def pace(self, seconds_per_step: float, seconds_per_eval: float = 0.0) -> None:
+        """Fit the automatic --eval-every to --time: about EVALS_PER_BUDGET evaluations, taking at most a
+        quarter of the time, so that a short run shows its progress (and saves) as it goes."""
+        budget = self.cfg.time_minutes * 60
+        evals = max(1.0, min(EVALS_PER_BUDGET, budget / 4 / max(seconds_per_eval, 1e-9)))
+        steps = (budget - evals * seconds_per_eval) / max(seconds_per_step, 1e-9)
+        self.cfg.eval_every = max(1, min(self.auto_eval_every, int(steps / evals)))
+
     def fit(self, on_step: Callable[[Trainer, float], None] | None = None,
             on_eval: Callable[[Trainer, float | None], None] | None = None) -> None:
         """Train until a stop condition holds. `on_eval` runs after each evaluation
         (the caller saves the checkpoint there)."""
         started = time.perf_counter()
-        last = started
+        last, step0, wall0 = started, self.step, self.wall_time
+        pacing = bool(self.auto_eval_every and self.cfg.time_minutes)  # after PACE_STEPS, again after one evaluation
         while not self.done(started):
             loss = self.train_step()
             now = time.perf_counter()
             self.wall_time += now - last
             last = now
+            if pacing and self.step - step0 == PACE_STEPS:
+                self.pace((self.wall_time - wall0) / PACE_STEPS)
             if on_step:
                 on_step(self, loss)
             if self.step % self.cfg.eval_every == 0:
                 val = self.run_eval()
                 if on_eval:
                     on_eval(self, val)
+                if pacing and self.step - step0 >= PACE_STEPS:
+                    self.pace((self.wall_time - wall0) / (self.step - step0), time.perf_counter() - now)
+                    pacing = False
                 last = time.perf_counter()  # evaluation time is not training time
         if self.step % self.cfg.eval_every != 0 or self.step == 0:
             val = self.run_eval(scheduled=False)

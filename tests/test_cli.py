@@ -16,6 +16,7 @@ import pytest
 from helpers import TINY_H16_12STEPS, error_line, run
 
 from charrnn import checkpoint, data, sample
+from charrnn.config import plural
 from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.trainer import TrainConfig
@@ -38,7 +39,7 @@ def test_train_each_cell_and_mode_then_sample(tmp_path, capsys, names_x4_file, p
     if mode == "lines":
         assert len(lines) == 3 and all(len(s) <= 40 for s in lines)
     else:
-        assert len(stdout.split("\n\n")) == 3
+        assert re.findall(r"^=== sample (\d) of 3 ===$", stdout, re.M) == ["1", "2", "3"]
 
 
 def test_train_prints_config_and_progress(tmp_path, capsys, names_x4_file):
@@ -60,7 +61,7 @@ def test_default_output_path_is_stem_in_cwd(tmp_path, capsys, names_x4_file, mon
 def test_inspect_rich_and_json(capsys, names_ckpt):
     code, out, _ = run(capsys, "inspect", names_ckpt)
     assert code == 0
-    for word in ("lstm", "vocabulary 21", "W_h0", "total matches the textbook formula", "best val", "loss"):
+    for word in ("lstm", "vocabulary 21", "W_h0", "matches the textbook formula", "best val", "loss"):
         assert word in out
     code, out, _ = run(capsys, "inspect", names_ckpt, "--json")
     s = json.loads(out)
@@ -223,10 +224,13 @@ def test_module_entry_point_runs():
 
 
 def test_sample_imports_only_what_sampling_needs(names_ckpt):
-    """Start-up is part of every `charrnn sample`: no training code, no numpy.ma (np.isin)."""
-    probe = ("import sys; from charrnn.cli import main; sys.argv = ['charrnn', 'sample', sys.argv[1], '-n', '2']\n"
+    """Start-up is part of every `charrnn sample`: no training code, no numpy.ma (np.isin), no rich, and
+    no pydantic (typer's coercion: a plain command line is read by cli.quick_parse)."""
+    probe = ("import sys; from charrnn.cli import main\n"
+             "sys.argv = ['charrnn', 'sample', sys.argv[1], '-n', '2', '--temperature=0.5', '--allow-seen']\n"
              "try: main()\nexcept SystemExit: pass\n"
-             "print(sorted(m for m in ('charrnn.trainer', 'charrnn.data', 'numpy.ma', 'tqdm') if m in sys.modules))")
+             "print(sorted(m for m in ('charrnn.trainer', 'charrnn.data', 'numpy.ma', 'tqdm', 'rich', 'pydantic')\n"
+             "             if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", probe, str(names_ckpt)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"
@@ -294,3 +298,84 @@ def test_paths_and_strings_from_files_are_printed_as_text(tmp_path, capsys, name
     assert "[/evil]\\x1b[2Jgone" in out and "[bold]x[/bold]\\x1b]0;title\\x07" in out
     code, _, err = run(capsys, "inspect", tmp_path / "no\x1b[2Jsuch.npz")
     assert error_line(code, err).endswith("no\\x1b[2Jsuch.npz: no such file") and "\x1b" not in err
+
+
+# ---------------------------------------------------------------- everyday output
+
+
+def test_quiet_still_says_how_it_ended_and_where_the_model_is(tmp_path, capsys, names_x4_file):
+    code, out, err = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", *TINY_H16_12STEPS)
+    assert code == 0 and err == ""
+    assert out.splitlines()[0].startswith("done: reached --steps 12; 12 steps in")
+    assert out.splitlines()[-1] == f"saved {tmp_path / 'm.npz'}: try  charrnn sample {tmp_path / 'm.npz'} -n 10"
+
+
+def test_inspect_without_validation_shows_no_validation(tmp_path, capsys, names_x4_file):
+    ck = tmp_path / "m.npz"
+    assert run(capsys, "train", names_x4_file, "--out", ck, "--val-fraction", "0", *TINY_H16_12STEPS)[0] == 0
+    code, out, _ = run(capsys, "inspect", ck)
+    assert code == 0 and "final train" in out
+    assert "best val" not in out and "× validation" not in out and "no validation split" in out
+    code, out, _ = run(capsys, "inspect", ck, "--json")
+    assert json.loads(out)["training"]["best_val_loss"] is None
+
+
+def test_counts_have_their_plurals_and_thousands_separators(tmp_path, capsys, names_x4_file):
+    assert [plural(1, "minute"), plural(0.5, "minute"), plural(2000, "step"), plural(1, "evaluation")] == [
+        "1 minute", "0.5 minutes", "2,000 steps", "1 evaluation"]
+    code, out, _ = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
+                       "--steps", "2", "--patience", "1", "--eval-every", "1", "--time", "1")
+    assert code == 0
+    assert "2 steps, 1 minute, 1 evaluation without improvement" in out and "every 1 step," in out
+
+
+def test_output_fits_80_columns_without_padding(tmp_path, capsys, monkeypatch, names_x4_file):
+    """In a pipe (as here) rich assumes 80 columns: every line fits, none is padded with spaces."""
+    monkeypatch.chdir(tmp_path)  # short paths
+    ck = "m.npz"
+    code, out, err = run(capsys, "train", names_x4_file, "--out", ck, "--hidden-size", "8", "--steps", "4",
+                         "--eval-every", "2", "--seq-len", "200")
+    assert code == 0 and "step      2" in err
+    code, out2, _ = run(capsys, "inspect", ck)
+    assert code == 0 and out2.splitlines()[1].startswith("model  lstm")
+    for line in (out + err + out2).splitlines():
+        assert len(line) <= 80 and line == line.rstrip(), repr(line)
+
+
+@pytest.mark.parametrize("total, postfix", [
+    (123_456, "loss 2.167 val 2.125, 10.7k chars/s"),
+    (None, "loss 2.167 val 2.125, 10.7k chars/s, patience 3/5"),
+])
+def test_the_progress_bar_fits_80_columns(total, postfix):
+    from tqdm import tqdm
+
+    from charrnn.commands import BAR, ENDLESS_BAR
+
+    line = tqdm.format_meter(100_000, total, 4000.0, ncols=80, bar_format=BAR if total else ENDLESS_BAR,
+                             postfix=postfix, unit="step")
+    assert len(line) <= 80 and line.endswith(postfix + "]") and "100,000" in line
+
+
+@pytest.mark.parametrize("args", [
+    ["m.npz"],
+    ["m.npz", "-n", "3", "--temperature", "0.2,1", "--top-p=0.9", "--seed", "7", "--prime", "-x"],
+    ["--length", "40", "m.npz", "--allow-seen", "--allow-unk", "--json", "--prime-file", "p.txt", "--top-k", "5"],
+    ["m.npz", "--novel", "--prime", ""],
+])
+def test_quick_parse_reads_sample_lines_as_typer_does(args):
+    import typer
+
+    from charrnn.cli import app, quick_parse
+
+    command = typer.main.get_command(app).commands["sample"]
+    assert quick_parse(command, args) == command.make_context("sample", list(args)).params
+
+
+@pytest.mark.parametrize("args", [[], ["--help"], ["m.npz", "-n", "x"], ["m.npz", "--nope"], ["m.npz", "-n"],
+                                  ["m.npz", "n.npz"], ["m.npz", "--json=1"], ["m.npz", "-n3"]])
+def test_quick_parse_leaves_the_unusual_to_typer(args):
+    import typer
+
+    from charrnn.cli import app, quick_parse
+
+    assert quick_parse(typer.main.get_command(app).commands["sample"], args) is None

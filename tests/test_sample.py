@@ -4,12 +4,13 @@ options, --prime, and novelty (new lines first, --novel, --allow-seen).
 Sampling options that are refused are in test_cli.py; arbitrary options are fuzzed in
 test_fuzz.py."""
 
+import json
 import re
 import sys
 from itertools import pairwise
 
 import numpy as np
-from helpers import NAMES_X4, TEN_NAMES_X3, TINY_H16_12STEPS, run, small_trainer
+from helpers import NAMES_X4, TEN_NAMES_X3, TINY_H16_12STEPS, error_line, run, small_trainer
 
 from charrnn import checkpoint, model, sample
 from charrnn.config import Mode
@@ -137,3 +138,39 @@ def test_sample_novel_reports_rate(capsys, names_ckpt):
     training = set(NAMES_X4.split())
     assert not set(out.splitlines()) & training
     assert "novelty:" in err and "are not in the training text" in err
+
+
+def test_several_streams_are_labelled_and_the_first_is_printed_as_it_grows(tmp_path, capsys, prose_file,
+                                                                          monkeypatch):
+    out = tmp_path / "prose.npz"
+    assert run(capsys, "train", prose_file, "--out", out, "--mode", "stream", *TINY_H16_12STEPS)[0] == 0
+    writes = []
+    real_write = sys.stdout.write
+    monkeypatch.setattr(sys.stdout, "write", lambda s: writes.append(s) or real_write(s))
+    code, stdout, err = run(capsys, "sample", out, "-n", 3, "--length", 200, "--seed", 1, "--prime", "It")
+    assert code == 0, err
+    assert len(writes) > 5
+    ck = checkpoint.load(out)
+    texts = sample.generate_from(ck, 3, length=200, prime="It", rng=np.random.default_rng(1)).texts
+    assert stdout == "".join(f"=== sample {k} of 3 ===\n{t}\n" for k, t in enumerate(texts, 1))
+
+
+def test_several_temperatures_each_get_a_labelled_block(capsys, names_ckpt):
+    code, out, err = run(capsys, "sample", names_ckpt, "-n", 3, "--temperature", "0,1.5", "--seed", 0)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert [lines[0], lines[4]] == ["=== temperature 0 ===", "=== temperature 1.5 ==="]
+    assert len(set(lines[1:4])) == 1  # greedy
+    code, out, _ = run(capsys, "sample", names_ckpt, "-n", 2, "--temperature", "0,1.5", "--seed", 0, "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [(r["sample"], r["temperature"]) for r in rows] == [(1, 0.0), (2, 0.0), (1, 1.5), (2, 1.5)]
+    assert rows[0]["text"] == lines[1]
+
+
+def test_prime_file_is_the_prime(tmp_path, capsys, names_ckpt):
+    (tmp_path / "prime.txt").write_text("an")
+    a = run(capsys, "sample", names_ckpt, "-n", 3, "--seed", 0, "--prime-file", tmp_path / "prime.txt")
+    b = run(capsys, "sample", names_ckpt, "-n", 3, "--seed", 0, "--prime", "an")
+    assert a == b and a[0] == 0
+    code, _, err = run(capsys, "sample", names_ckpt, "--prime", "a", "--prime-file", tmp_path / "prime.txt")
+    assert error_line(code, err) == "Error: --prime and --prime-file both give the text to start from: choose one"

@@ -5,6 +5,7 @@ checkpoint.
 Saving checkpoints safely is in test_checkpoint.py, stopping by a signal in test_signals.py."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -197,3 +198,50 @@ def test_resume_keeps_the_stop_limits_and_a_new_text_starts_its_own_validation(t
     assert code == 0 and "judged on its own validation set" in err
     ck = checkpoint.load(ckpt)
     assert ck.meta.source == "words.txt" and [s for s, _ in ck.val_losses] == [12]  # only evaluations on words
+
+
+# ---------------------------------------------------------------- pacing and the progress bar
+
+
+def test_pace_fits_about_fifteen_evaluations_in_the_time_budget():
+    tr = small_trainer(TEN_NAMES_X3, "lines")
+    tr.cfg.time_minutes, tr.auto_eval_every = 0.5, 200
+    tr.pace(seconds_per_step=0.1)  # 300 steps fit in 30 s
+    assert tr.cfg.eval_every == 20
+    tr.pace(seconds_per_step=0.1, seconds_per_eval=1)  # 7.5 evaluations take a quarter: 225 steps are left
+    assert tr.cfg.eval_every == 30
+    tr.pace(seconds_per_step=0.0001)  # never more steps between evaluations than the automatic value
+    assert tr.cfg.eval_every == 200
+
+
+def test_a_short_timed_run_evaluates_as_it_goes(tmp_path, capsys, monkeypatch, names_x4_file):
+    slow_step = Trainer.train_step
+
+    def step(self):
+        time.sleep(0.01)
+        return slow_step(self)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    out = tmp_path / "m.npz"
+    code, _, err = run(capsys, "train", names_x4_file, "--out", out, "--hidden-size", "8", "--time", "0.03", "-q")
+    assert code == 0, err
+    ck = checkpoint.load(out)
+    assert len(ck.val_losses) >= 5 and ck.meta.train.eval_every < 200  # it was one, at the end
+
+
+@pytest.mark.parametrize("args, limit, until_patience", [
+    (["--steps", "30"], 30, False),
+    (["--epochs", "2"], 2 * 1, False),  # 43 training lines, batch 64: one batch per epoch
+    ([], None, True),  # the automatic 30 epochs behind --patience 5: no false end
+])
+def test_the_bar_counts_towards_the_limit_that_stops_the_run(names_x4_file, args, limit, until_patience):
+    import typer
+
+    from charrnn.cli import app
+    from charrnn.commands import TrainDisplay, make_trainer
+
+    ctx = typer.main.get_command(app).commands["train"].make_context("train", [str(names_x4_file), *args])
+    explicit = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+    trainer, chosen, _ = make_trainer(ctx.params, explicit, names_x4_file.read_text(), None)
+    display = TrainDisplay(trainer, names_x4_file.with_suffix(".npz"), quiet=True, chosen=chosen)
+    assert (display.limit, display.until_patience) == (limit, until_patience)
