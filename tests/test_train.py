@@ -197,3 +197,18 @@ def test_resume_keeps_the_stop_limits_and_a_new_text_starts_its_own_validation(t
     assert code == 0 and "judged on its own validation set" in err
     ck = checkpoint.load(ckpt)
     assert ck.meta.source == "words.txt" and [s for s, _ in ck.val_losses] == [12]  # only evaluations on words
+
+
+@pytest.mark.parametrize("optimizer, mode, lr", [("sgd", "lines", 1.0), ("adagrad", "lines", 0.1),
+                                                 ("adagrad", "stream", 0.03), ("adam", "stream", 2e-3)])
+def test_each_optimizer_gets_its_own_automatic_learning_rate(tmp_path, names_x4_file, capsys, optimizer, mode, lr):
+    """#19 item 5: SGD used to take Adam's 0.003 (and barely learnt) while the summary called it automatic."""
+    out = tmp_path / "m.npz"
+    code, _, err = run(capsys, "train", names_x4_file, "--out", out, "--optimizer", optimizer, "--mode", mode,
+                       "--seq-len", "8", "--hidden-size", "8", "--steps", "1", "-q")
+    assert code == 0, err
+    assert checkpoint.load(out).meta.train.lr == lr
+    code, _, err = run(capsys, "train", names_x4_file, "--out", out, "--force", "--optimizer", optimizer,
+                       "--lr", "0.5", "--steps", "1", "--hidden-size", "8", "-q")
+    assert code == 0, err
+    assert checkpoint.load(out).meta.train.lr == 0.5  # what the user asks for wins
