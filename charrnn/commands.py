@@ -89,7 +89,7 @@ def resolve_configs(o: dict[str, Any], explicit: set[str], corpus: Corpus) -> tu
     Returns the configs and the names of the values chosen from the corpus."""
     from charrnn.config import auto_settings
 
-    auto = auto_settings(corpus.mode, len(corpus.train))
+    auto = auto_settings(corpus.mode, len(corpus.train), o.get("optimizer") or "adam")
     stop_given = bool(set(STOPS) & explicit)
     chosen: set[str] = set()
     values = {}

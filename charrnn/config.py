@@ -152,18 +152,31 @@ def plural(n: float, word: str) -> str:
     return f"{number} {word}{'' if n == 1 else 's'}"
 
 
-def auto_settings(mode: Mode, train_chars: int) -> dict[str, Any]:
+# Automatic learning rates by optimizer and data mode. Adam's were chosen with the full-length
+# quality runs (benchmarks/quality.py); SGD's (momentum 0.9) and Adagrad's are the best of
+# benchmarks/lr_sweep.py on names (lines) and tiny-shakespeare (stream). SGD at 3.0 wins by a
+# hair on names but diverges on Shakespeare, so 1.0 serves both.
+AUTO_LR: dict[str, dict[Mode, float]] = {
+    "adam": {Mode.LINES: 3e-3, Mode.STREAM: 2e-3},
+    "adagrad": {Mode.LINES: 0.1, Mode.STREAM: 0.03},
+    "sgd": {Mode.LINES: 1.0, Mode.STREAM: 1.0},
+}
+
+
+def auto_settings(mode: Mode, train_chars: int, optimizer: str = "adam") -> dict[str, Any]:
     """Defaults chosen from the data, for every option the user leaves out.
 
     Measured on names.txt and tiny-shakespeare (see benchmarks/quality.py): small line
-    lists want a small, fast model; running text wants more capacity as it grows."""
+    lists want a small, fast model; running text wants more capacity as it grows. The
+    learning rate is the optimizer's own (AUTO_LR)."""
+    lr = AUTO_LR.get(optimizer, AUTO_LR["adam"])[Mode(mode)]
     if mode == Mode.LINES:
         return dict(cell="lstm", hidden_size=256, layers=1, dropout=0.3, seq_len=64, batch_size=64,
-                    lr=3e-3, eval_every=200, patience=5, epochs=30.0)
+                    lr=lr, eval_every=200, patience=5, epochs=30.0)
     if train_chars < 200_000:
         size = dict(hidden_size=128, layers=1, dropout=0.0)
     elif train_chars < 3_000_000:
         size = dict(hidden_size=256, layers=2, dropout=0.1)
     else:
         size = dict(hidden_size=512, layers=2, dropout=0.1)
-    return dict(cell="lstm", seq_len=64, batch_size=32, lr=2e-3, eval_every=200, patience=5, epochs=30.0, **size)
+    return dict(cell="lstm", seq_len=64, batch_size=32, lr=lr, eval_every=200, patience=5, epochs=30.0, **size)

@@ -245,3 +245,16 @@ def test_the_bar_counts_towards_the_limit_that_stops_the_run(names_x4_file, args
     trainer, chosen, _ = make_trainer(ctx.params, explicit, names_x4_file.read_text(), None)
     display = TrainDisplay(trainer, names_x4_file.with_suffix(".npz"), quiet=True, chosen=chosen)
     assert (display.limit, display.until_patience) == (limit, until_patience)
+@pytest.mark.parametrize("optimizer, mode, lr", [("sgd", "lines", 1.0), ("adagrad", "lines", 0.1),
+                                                 ("adagrad", "stream", 0.03), ("adam", "stream", 2e-3)])
+def test_each_optimizer_gets_its_own_automatic_learning_rate(tmp_path, names_x4_file, capsys, optimizer, mode, lr):
+    """#19 item 5: SGD used to take Adam's 0.003 (and barely learnt) while the summary called it automatic."""
+    out = tmp_path / "m.npz"
+    code, _, err = run(capsys, "train", names_x4_file, "--out", out, "--optimizer", optimizer, "--mode", mode,
+                       "--seq-len", "8", "--hidden-size", "8", "--steps", "1", "-q")
+    assert code == 0, err
+    assert checkpoint.load(out).meta.train.lr == lr
+    code, _, err = run(capsys, "train", names_x4_file, "--out", out, "--force", "--optimizer", optimizer,
+                       "--lr", "0.5", "--steps", "1", "--hidden-size", "8", "-q")
+    assert code == 0, err
+    assert checkpoint.load(out).meta.train.lr == 0.5  # what the user asks for wins
