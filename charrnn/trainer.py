@@ -276,11 +276,17 @@ class Trainer:
 
     def pace(self, seconds_per_step: float, seconds_per_eval: float = 0.0) -> None:
         """Fit the automatic --eval-every to --time: about EVALS_PER_BUDGET evaluations, taking at most a
-        quarter of the time, so that a short run shows its progress (and saves) as it goes."""
+        quarter of the time, so that a short run shows its progress (and saves) as it goes. Once an
+        evaluation has cost something (seconds_per_eval), the interval only grows, by a whole multiple,
+        so that evaluations stay evenly spaced (not step 42, then 46)."""
         budget = self.cfg.time_minutes * 60
         evals = max(1.0, min(EVALS_PER_BUDGET, budget / 4 / max(seconds_per_eval, 1e-9)))
         steps = (budget - evals * seconds_per_eval) / max(seconds_per_step, 1e-9)
-        self.cfg.eval_every = max(1, min(self.auto_eval_every, int(steps / evals)))
+        every = max(1, min(self.auto_eval_every, int(steps / evals)))
+        if seconds_per_eval:
+            now = self.cfg.eval_every
+            every = now * max(1, min(round(every / now), self.auto_eval_every // now))
+        self.cfg.eval_every = every
 
     def fit(self, on_step: Callable[[Trainer, float], None] | None = None,
             on_eval: Callable[[Trainer, float | None], None] | None = None) -> None:

@@ -209,7 +209,9 @@ def test_pace_fits_about_fifteen_evaluations_in_the_time_budget():
     tr.pace(seconds_per_step=0.1)  # 300 steps fit in 30 s
     assert tr.cfg.eval_every == 20
     tr.pace(seconds_per_step=0.1, seconds_per_eval=1)  # 7.5 evaluations take a quarter: 225 steps are left
-    assert tr.cfg.eval_every == 30
+    assert tr.cfg.eval_every == 40  # 30 each, as a whole multiple of 20: evaluations stay evenly spaced
+    tr.pace(seconds_per_step=0.1, seconds_per_eval=0.01)  # cheaper than thought: the spacing stays
+    assert tr.cfg.eval_every == 40
     tr.pace(seconds_per_step=0.0001)  # never more steps between evaluations than the automatic value
     assert tr.cfg.eval_every == 200
 
