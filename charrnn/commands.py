@@ -475,6 +475,8 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
             raise OptionError("--prime and --prime-file both give the text to start from: choose one")
         prime = data.read_text(prime_file, "utf-8", "strict")
     ck = checkpoint.load(ckpt)
+    if prime_file is not None and ck.meta.mode == Mode.LINES:  # the file's last line end ends the line: not a character
+        prime = prime.removesuffix("\n").removesuffix("\r")
     if ck.cfg.bidirectional:
         raise CharrnnError(f"{ckpt} is a bidirectional model: it fills in missing characters rather than "
                            f"writing text; try  charrnn fill {ckpt} 'th_ qu_ck'")
@@ -499,7 +501,8 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
         s = generate_from(ck, num, novel, length=length, temperature=t, top_k=top_k, top_p=top_p,
                           prime=prime, rng=rng, allow_unk=allow_unk, live=live)
         if s.prime_unk and not warned:
-            _note(f"Warning: {s.prime_unk} character(s) of --prime are not in the vocabulary: they were read as <UNK>")
+            _note(f"Warning: {s.prime_unk} character(s) of {'--prime-file' if prime_file else '--prime'} are not in "
+                  "the vocabulary: they were read as <UNK>")
             warned = True
         if as_json:
             for k, text in enumerate(s.texts, 1):

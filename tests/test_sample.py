@@ -168,7 +168,7 @@ def test_several_temperatures_each_get_a_labelled_block(capsys, names_ckpt):
 
 
 def test_prime_file_is_the_prime(tmp_path, capsys, names_ckpt):
-    (tmp_path / "prime.txt").write_text("an")
+    (tmp_path / "prime.txt").write_text("an\n")  # a lines model: the file's line end is not part of the name
     a = run(capsys, "sample", names_ckpt, "-n", 3, "--seed", 0, "--prime-file", tmp_path / "prime.txt")
     b = run(capsys, "sample", names_ckpt, "-n", 3, "--seed", 0, "--prime", "an")
     assert a == b and a[0] == 0
