@@ -36,9 +36,15 @@ SURROGATE = re.compile("[\ud800-\udfff]")  # halves of UTF-16 pairs: no encoding
 def check_decoding(encoding: str, errors: str) -> None:
     """Refuse an unknown --encoding or --errors before any file is read."""
     try:
-        codecs.lookup(encoding)
+        codec = codecs.lookup(encoding)
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
+    if not getattr(codec, "_is_text_encoding", True):  # rot13, base64, zlib: bytes or str to the same
+        raise CharrnnError(f"{encoding!r} is not a text encoding")
+    try:
+        codec.decode(b"")
+    except (UnicodeError, ValueError):  # "undefined" refuses everything
+        raise CharrnnError(f"the {encoding!r} codec decodes no text") from None
     if errors not in ("strict", "replace", "ignore"):  # surrogateescape & co. make text that cannot be printed
         raise CharrnnError(f"--errors must be strict, replace or ignore, not {errors!r}")
 
@@ -66,6 +72,8 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "s
             f"{p}: not valid {encoding} (byte {e.start}): pass --encoding (e.g. latin-1) "
             "or --errors replace"
         ) from None
+    except UnicodeError as e:  # punycode, idna: a codec's own complaint, without a position
+        raise CharrnnError(f"{p}: not valid {encoding} ({e})") from None
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
     del raw

@@ -32,7 +32,7 @@ import numpy as np
 
 from charrnn import cells
 from charrnn.checkpoint import file_mode
-from charrnn.config import ACTIVATIONS, CELLS, DTYPES, Mode, ModelConfig, Objective
+from charrnn.config import ACTIVATIONS, CELLS, DTYPES, MAX_SEQ_LEN, Mode, ModelConfig, Objective
 from charrnn.errors import CharrnnError
 from charrnn.model import Layer, Params, input_size, layer_specs, output_width
 from charrnn.vocab import EOS, SPECIALS, UNK, Vocab
@@ -206,7 +206,7 @@ def parse_metadata(meta: Any) -> Export:
         raise InteropError(f"a {'bidirectional' if bidirectional else 'forward'} model cannot have objective "
                            f"{objective.value!r}")
     seq_len = _field(d, "seq_len", int, "data")
-    if seq_len < 1:
+    if not 1 <= seq_len <= MAX_SEQ_LEN:  # sampling's default length: bounded, so `sample` ends
         raise InteropError(f"the metadata's data.seq_len is {seq_len}")
     return Export(cfg, vocab, mode, objective, _field(d, "source", str, "data"), seq_len)
 
