@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn import limits
 from charrnn.config import Mode
 from charrnn.errors import CharrnnError
 from charrnn.vocab import EOS, Vocab, count_chars
@@ -30,6 +31,7 @@ from charrnn.vocab import EOS, Vocab, count_chars
 MODES = ("auto", *(m.value for m in Mode))
 AUTO_SAMPLE = 1_000_000  # characters the auto rule looks at
 AUTO_MAX_LINE = 50  # the 95th-percentile line length up to which a text counts as a list
+TEXT_BYTES_PER_BYTE = 12  # memory per byte of text file: bytes, str (up to 4 a character), ids, batches
 SURROGATE = re.compile("[\ud800-\udfff]")  # halves of UTF-16 pairs: no encoding can write them out
 
 
@@ -53,10 +55,8 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "s
     """The file's text with universal newlines (CRLF and CR become LF), or a clear error."""
     check_decoding(encoding, errors)
     p = Path(path)
-    if not p.exists():
-        raise CharrnnError(f"{p}: no such file")
-    if p.is_dir():
-        raise CharrnnError(f"{p}: is a directory, not a text file")
+    size = limits.regular_file(p, "text file")  # /dev/zero or a FIFO would never end
+    limits.require(TEXT_BYTES_PER_BYTE * size, f"reading {p} ({size:,} bytes)")
     try:
         raw = p.read_bytes()
     except OSError as e:

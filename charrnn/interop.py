@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from charrnn import cells
+from charrnn import cells, limits
 from charrnn.checkpoint import file_mode
 from charrnn.config import ACTIVATIONS, CELLS, DTYPES, MAX_SEQ_LEN, Mode, ModelConfig, Objective
 from charrnn.errors import CharrnnError
@@ -296,10 +296,8 @@ def read_file(path: str | os.PathLike) -> tuple[Export, Params]:
     from safetensors.numpy import load_file
 
     path = Path(path)
-    if not path.exists():
-        raise CharrnnError(f"{path}: no such file")
-    if path.is_dir():
-        raise CharrnnError(f"{path}: is a directory, not a safetensors file")
+    size = limits.regular_file(path, "safetensors file")
+    limits.require(2 * size, f"importing {path}")  # the tensors as read, then in charrnn's layout
     try:
         header, header_bytes, size = read_header(path)
         export = parse_metadata(header.get("__metadata__"))
