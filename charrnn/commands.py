@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from rich.console import Console
 
-from charrnn import checkpoint
+from charrnn import checkpoint, limits
 from charrnn.config import Mode, ModelConfig, TrainConfig, option
 from charrnn.errors import CharrnnError, OptionError, visible
 from charrnn.model import param_shapes, textbook_param_count
-from charrnn.sample import check_options, generate, generate_from
+from charrnn.sample import BATCH, check_options, generate, generate_from, sampling_bytes
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -152,6 +152,18 @@ def checkpoint_target(o: dict[str, Any]) -> Path:
     return target
 
 
+def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus) -> None:
+    """Refuse a model or batch too large for the memory there is, before allocating any of it."""
+    from charrnn.data import batch_shape
+    from charrnn.model import training_bytes
+    from charrnn.optim import SLOTS
+
+    B, T = batch_shape(corpus, cfg.batch_size, cfg.seq_len)
+    limits.require(training_bytes(model_cfg, B, T, len(SLOTS[cfg.optimizer])),
+                   f"training a {model_cfg.layers:,} × {model_cfg.hidden_size:,} {model_cfg.cell} on a "
+                   f"{model_cfg.vocab_size:,}-character vocabulary in batches of {B:,} × {T:,}")
+
+
 def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: checkpoint.Checkpoint | None
                  ) -> tuple[Trainer, set[str], list[str]]:
     """A new or resumed Trainer on `text`, the names of the settings chosen from the text,
@@ -176,6 +188,7 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
         _, cfg, chosen = resolve_configs(o, explicit, corpus)
         chosen -= set(MODEL_FIELDS)  # the checkpoint's, not chosen from this text
         model_cfg = replace(init.cfg, dropout=o["dropout"]) if "dropout" in explicit else init.cfg
+        check_memory(model_cfg, cfg, corpus)
         trainer = Trainer(corpus, model_cfg, cfg, source=source)
         trainer.params = {k: v.copy() for k, v in init.sampling_params.items()}
         notes.append(f"starting from the weights and vocabulary of {o['init_from']} ({init.meta.progress.step:,} "
@@ -183,11 +196,13 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
     elif resume is None:
         corpus = data.make_corpus(text, o["mode"], o["val_fraction"], o["min_count"], o["max_vocab"], o["seed"])
         model_cfg, cfg, chosen = resolve_configs(o, explicit, corpus)
+        check_memory(model_cfg, cfg, corpus)
         trainer = Trainer(corpus, model_cfg, cfg, source=source)
     else:
         model_cfg, cfg = resumed_configs(o, explicit, resume)
         corpus = data.make_corpus(text, resume.meta.mode, cfg.val_fraction, cfg.min_count, cfg.max_vocab,
                                   cfg.seed, vocab=resume.vocab)
+        check_memory(model_cfg, cfg, corpus)
         trainer = Trainer(corpus, model_cfg, cfg, resume=resume)
         if resume.meta.corpus.fingerprint not in (None, trainer.fingerprint):
             notes.append("this text differs from the one the checkpoint was trained on: training continues on it "
@@ -425,28 +440,35 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: flo
         length = ck.meta.train.seq_len if mode == Mode.LINES else 500
     rng = np.random.default_rng(seed)
     live = _write_now if mode == Mode.STREAM and num == 1 else None  # one running text: show it as it grows
+    rows = min(num, BATCH)
+    limits.require(sampling_bytes(ck.cfg, rows, length, len(prime), kept=live is None),
+                   f"sampling {rows:,} × {length:,} characters" + (" at a time" if num > rows else ""))
     if live is not None:
         live(prime)
-    s = generate_from(ck, num, novel, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                      prime=prime, rng=rng, allow_unk=allow_unk, live=live)
-    if s.prime_unk:
-        err.print(f"[yellow]Warning:[/] {s.prime_unk} character(s) of --prime are not in the vocabulary: "
-                  "they were read as <UNK>")
     sep = "\n" if mode == Mode.LINES else "\n\n"
-    if live is not None:
-        live("\n")
-    elif s.texts:
-        _write_now(sep.join(s.texts) + "\n")
-    if s.novel >= 0:
-        rate = s.novel / max(s.generated, 1)
-        err.print(f"[dim]novelty: {s.novel} of {s.generated} generated samples ({rate:.0%}) are not in the "
-                  "training text"
+    shown, generated, new, repeats, prime_unk = 0, 0, 0, 0, 0
+    for done in range(0, num, BATCH):  # at most BATCH samples at a time, each batch printed when ready: flat memory
+        s = generate_from(ck, min(BATCH, num - done), novel, length=length, temperature=temperature, top_k=top_k,
+                          top_p=top_p, prime=prime, rng=rng, allow_unk=allow_unk, live=live)
+        if s.texts:
+            _write_now((sep if shown else "") + sep.join(s.texts))
+        shown, generated, repeats, prime_unk = shown + len(s.texts), generated + s.generated, repeats + s.repeats, \
+            s.prime_unk
+        new = new + s.novel if s.novel >= 0 else -1
+    if prime_unk:
+        err.print(f"[yellow]Warning:[/] {prime_unk} character(s) of --prime are not in the vocabulary: "
+                  "they were read as <UNK>")
+    if shown or live is not None:
+        _write_now("\n")
+    if new >= 0:
+        err.print(f"[dim]novelty: {new} of {generated} generated samples ({new / max(generated, 1):.0%}) are not in "
+                  "the training text"
                   f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}[/]")
-        if s.repeats:
-            err.print(f"[yellow]Warning:[/] only {num - s.repeats} new samples found; the last {s.repeats} "
+        if repeats:
+            err.print(f"[yellow]Warning:[/] only {num - repeats} new samples found; the last {repeats} "
                       "are lines of the training text, empty or repeated")
-        elif len(s.texts) < num:
-            err.print(f"[yellow]Warning:[/] only {len(s.texts)} novel samples found")
+        elif shown < num:
+            err.print(f"[yellow]Warning:[/] only {shown} novel samples found")
     return 0
 
 

@@ -249,6 +249,14 @@ def fit_stream(n: int, batch_size: int, seq_len: int) -> tuple[int, int, list[st
     return batch_size, seq_len, notes
 
 
+def batch_shape(corpus: Corpus, batch_size: int, seq_len: int) -> tuple[int, int]:
+    """(B, T) of a training batch on `corpus`: what Batches makes of the options, at most."""
+    if corpus.mode == Mode.STREAM:
+        return fit_stream(len(corpus.train), batch_size, seq_len)[:2]
+    lengths = np.diff(np.r_[corpus.train_starts, len(corpus.train)])  # each line with its <EOS>
+    return min(batch_size, len(corpus.train_starts)), min(seq_len, int(lengths.max(initial=1)))
+
+
 @dataclass
 class Batch:
     x: np.ndarray  # (T, B) int32 inputs

@@ -5,11 +5,13 @@ traceback. Files are built here by hand, with the numpy format functions, to say
 import io
 import json
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
-from helpers import arrays_of, error_line, run
+from helpers import ENV, arrays_of, error_line, run
 
 from charrnn import checkpoint, commands, limits
 
@@ -104,6 +106,59 @@ def test_a_text_larger_than_memory_is_refused_with_the_estimate(capsys, tmp_path
     monkeypatch.setattr(limits, "available", lambda: 1000)
     line = error_line(*run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz")[::2])
     assert line.startswith(f"Error: reading {names_x3_file} (") and "of memory, 0 MB available" in line
+
+
+# ---------------------------------------------------------------- sizes the options set (class 2)
+
+LIMIT_2GB = "ulimit -v 2000000; "  # the old code's allocations fail fast under it instead of swapping
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--hidden-size", "100000"], "training a 1 × 100,000 lstm"),
+    (["--layers", "1000000000"], "training a 1,000,000,000 × 8 lstm"),  # closed form: no billion layer specs
+])
+def test_training_larger_than_memory_is_refused_with_the_estimate(capsys, tmp_path, args, said):
+    text = tmp_path / "t.txt"
+    text.write_text("abcdefghij" * 10)
+    line = error_line(*run(capsys, "train", text, "--out", tmp_path / "m.npz", "--hidden-size", "8", *args)[::2])
+    assert said in line and "of memory," in line and "available" in line and not (tmp_path / "m.npz").exists()
+
+
+def test_the_estimate_is_for_the_batch_the_text_makes(capsys, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("abcdefghij" * 10)
+    code, _, err = run(capsys, "train", text, "--out", tmp_path / "m.npz", "--hidden-size", "8", "--steps", "1",
+                       "--batch-size", "100000", "--seq-len", "100000", "--mode", "stream", "--quiet")
+    assert code == 0 and "batch size 100000 -> 1" in err, err  # 100,000 × 100,000 would be refused
+
+
+def test_a_65000_character_vocabulary_is_estimated_before_it_is_allocated(capsys, tmp_path, monkeypatch):
+    text = tmp_path / "cjk.txt"
+    text.write_text("".join(chr(0x4E00 + i) for i in range(20_000)) + "".join(chr(0xAC00 + i) for i in range(11_000))
+                    + "".join(chr(0x20000 + i) for i in range(34_000)))
+    monkeypatch.setattr(limits, "available", lambda: 200 * 2**20)
+    line = error_line(*run(capsys, "train", text, "--out", tmp_path / "m.npz", "--quiet")[::2])
+    assert "on a 65,002-character vocabulary" in line and "200 MB available" in line
+
+
+def test_sampling_any_number_runs_in_batches_and_head_ends_it(good):
+    r = subprocess.run(LIMIT_2GB + f"{sys.executable} -m charrnn sample {good / 'names.npz'} -n 100000000 | head -n 3;"
+                       " exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True, text=True,
+                       timeout=60, env=ENV)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_long_prime_runs_once_in_flat_memory(good):
+    r = subprocess.run(LIMIT_2GB + f"{sys.executable} -m charrnn sample {good / 'names.npz'} -n 1000 --length 5 "
+                       f"--allow-seen --prime {'a' * 120_000}", shell=True, executable="/bin/bash",
+                       capture_output=True, text=True, timeout=60, env=ENV)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stdout.splitlines()) == 1000
+
+
+def test_samples_larger_than_memory_are_refused_with_the_estimate(capsys, good):
+    line = error_line(*run(capsys, "sample", good / "names.npz", "-n", "5000", "--length", "100000000")[::2])
+    assert line.startswith("Error: sampling 1,000 × 100,000,000 characters at a time needs ~")
 
 
 # ---------------------------------------------------------------- checkpoint members that would inflate (class 2)
