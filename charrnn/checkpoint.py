@@ -18,15 +18,17 @@ charrnn's additions), keys an older file lacks take their defaults.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 import types
 import typing
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -194,21 +196,28 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     arrays["line_hashes"] = np.asarray(ck.line_hashes, np.uint64)
 
     path = Path(path)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        with os.fdopen(fd, "wb") as f:
+        with atomic(path) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             np.savez(f, **cast(dict[str, Any], arrays))  # numpy's stubs take ** for its allow_pickle flag
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, file_mode(path))  # mkstemp made it 0600; a checkpoint is an ordinary file
+    except OSError as e:  # disk full, permissions: the previous file is still whole
+        raise CharrnnError(f"{path}: cannot save the checkpoint ({e.strerror or e}); "
+                           "the previous one, if any, is unchanged") from None
+
+
+@contextlib.contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """A new temporary path beside `path` to write; when the block ends, the file there gets the mode
+    `path` has or the umask gives and is renamed over `path` at once. On any exception in the block
+    (a full disk, Ctrl-C, a signal the CLI raises as an exception) it is removed: nothing is left."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"  # named before it exists: no window
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode(path))
         os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):  # disk full, permissions: the previous file is still whole
-            raise CharrnnError(f"{path}: cannot save the checkpoint ({e.strerror or e}); "
-                               "the previous one, if any, is unchanged") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 

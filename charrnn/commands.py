@@ -282,9 +282,19 @@ class TrainDisplay:
         self.chars0 = trainer.chars_seen
         self.ema: float | None = None  # smoothed training loss
         self.last_val = trainer.val_losses[-1][1] if trainer.val_losses else None
+        self.saved_step: int | None = None  # the step of this run's last completed save
 
     def save(self) -> None:
         checkpoint.save(self.target, self.trainer.checkpoint())
+        self.saved_step = self.trainer.step
+
+    def what_is_saved(self) -> str:
+        """What the target holds now, for a run stopped before its next save finished."""
+        if self.saved_step is not None:
+            return f"{self.target} holds the evaluation at step {self.saved_step:,}"
+        if self.target.exists():
+            return f"{self.target} is as it was before this run"
+        return f"no checkpoint was written ({self.target} does not exist)"
 
     def on_step(self, tr: Trainer, loss: float) -> None:
         self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
@@ -388,17 +398,16 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
         err.print(f"[yellow]Note:[/] {plain(note)}")
 
     display = TrainDisplay(trainer, target, quiet)
-    with stop_on_signals(trainer) as got:
+    with stop_on_signals(trainer) as got:  # the last save too: SIGTERM during it must not cut it short
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # divergence ends in one Error line instead
                 trainer.fit(display.on_step, display.on_eval)
+            if trainer.step % trainer.cfg.eval_every == 0 and trainer.step > 0:
+                display.save()  # the last evaluation was saved before the stop reason was known
         except KeyboardInterrupt:
-            raise CharrnnError(f"interrupted twice: stopped without saving; {target} holds the last evaluation"
-                               ) from None
+            raise CharrnnError(f"interrupted twice: stopped without saving; {display.what_is_saved()}") from None
         finally:
             display.close()
-    if trainer.step % trainer.cfg.eval_every == 0 and trainer.step > 0:
-        display.save()  # the last evaluation was saved before the stop reason was known
     if trainer.stop_reason == "interrupted":
         err.print(f"[yellow]{SIGNALS[got[0]]}[/]: saved {plain(target)} at step {trainer.step:,}. Resume with:\n"
                   f"  charrnn train {plain(text_file)} --resume {plain(target)}")

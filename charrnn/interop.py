@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from charrnn import cells, limits
-from charrnn.checkpoint import file_mode
+from charrnn.checkpoint import atomic
 from charrnn.config import ACTIVATIONS, CELLS, DTYPES, MAX_SEQ_LEN, Mode, ModelConfig, Objective
 from charrnn.errors import CharrnnError
 from charrnn.model import Layer, Params, input_size, layer_specs, output_width
@@ -219,17 +218,11 @@ def write_file(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: di
     from safetensors.numpy import save_file
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, file_mode(path))  # the umask's mode, as checkpoints get, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise InteropError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
+        with atomic(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+    except OSError as e:
+        raise InteropError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], int, int]:
