@@ -21,9 +21,9 @@ import numpy as np
 from rich.console import Console
 
 from charrnn import checkpoint, limits
-from charrnn.config import Mode, ModelConfig, TrainConfig, option
+from charrnn.config import MAX_SEQ_LEN, Mode, ModelConfig, TrainConfig, option
 from charrnn.errors import CharrnnError, OptionError, visible
-from charrnn.model import param_shapes, textbook_param_count
+from charrnn.model import param_shapes, textbook_param_count, training_bytes
 from charrnn.sample import BATCH, check_options, generate, generate_from, sampling_bytes
 
 if TYPE_CHECKING:
@@ -155,7 +155,6 @@ def checkpoint_target(o: dict[str, Any]) -> Path:
 def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus) -> None:
     """Refuse a model or batch too large for the memory there is, before allocating any of it."""
     from charrnn.data import batch_shape
-    from charrnn.model import training_bytes
     from charrnn.optim import SLOTS
 
     B, T = batch_shape(corpus, cfg.batch_size, cfg.seq_len)
@@ -630,8 +629,11 @@ def _input_lines(text: str | None, text_file: Path | None, encoding: str, errors
 
         yield from data.read_text(text_file, encoding, errors).splitlines()
         return
-    for line in sys.stdin:
-        yield line.rstrip("\n")
+    for n, line in enumerate(iter(lambda: sys.stdin.readline(MAX_SEQ_LEN + 1), ""), 1):  # a line of /dev/zero ends
+        line = line.rstrip("\n")
+        if len(line) > MAX_SEQ_LEN:
+            raise CharrnnError(f"line {n:,} of the input is longer than {MAX_SEQ_LEN:,} characters")
+        yield line
 
 
 def run_fill(ckpt: Path, text: str | None, blank: str, top: int, as_json: bool, beam: int) -> int:
@@ -683,7 +685,8 @@ def run_embed(ckpt: Path, text_file: Path, out_path: Path | None, nearest: int, 
     encode = [ck.vocab.encode(line)[0].astype(np.int64) for line in lines]
     vectors = fill.embed(ck, encode)
     if out_path is not None:
-        np.save(out_path, vectors)
+        with checkpoint.atomic(out_path) as tmp, open(tmp, "xb") as f:
+            np.save(f, vectors)
         err.print(f"saved {out_path}: {vectors.shape[0]:,} lines × {vectors.shape[1]} float32")
     if query is not None:
         q = fill.embed(ck, [ck.vocab.encode(query)[0].astype(np.int64)])[0]
@@ -750,8 +753,9 @@ def run_import(source: Path, target: Path | None) -> int:
 # ---------------------------------------------------------------- show
 
 
-def read_show_text(file: Path | None, text: str | None, encoding: str, errors: str) -> str:
-    """The text `show` looks at: FILE, `-` for stdin, or --text; exactly one of them."""
+def read_show_text(file: Path | None, text: str | None, encoding: str, errors: str, limit: int) -> str:
+    """The text `show` looks at: FILE, `-` for stdin (at most `limit` characters of it), or --text;
+    exactly one of them."""
     from charrnn import data
 
     if (file is None) == (text is None):
@@ -760,7 +764,7 @@ def read_show_text(file: Path | None, text: str | None, encoding: str, errors: s
         assert file is not None
         if str(file) == "-":
             data.check_decoding(encoding, errors)
-            text = sys.stdin.read()
+            text = sys.stdin.read(limit)  # `show` cuts it to --chars anyway; /dev/zero would never end
         else:
             return data.read_text(file, encoding, errors)  # refuses empty and whitespace-only files
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -794,7 +798,8 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
     view = show.parse_unit(unit, gate, cfg) if unit is not None else None
     if saturation and cfg.cell == "rnn":
         raise CharrnnError("--saturation looks at gates, and an rnn cell has none")
-    text = show.cut(read_show_text(file, text, encoding, errors), chars, mode)
+    text = show.cut(read_show_text(file, text, encoding, errors, 2 * chars + 2), chars, mode)  # CRLF pairs count 2
+    limits.require(training_bytes(cfg, 1, len(text), 0), f"showing {len(text):,} characters")
     if at is not None and not 0 <= at < len(text):
         raise OptionError(f"--at {at}: the text shown has {len(text):,} characters (0 to {len(text) - 1})")
     ids, n_unk = show.encode(text, ck.vocab, mode)
@@ -810,7 +815,8 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
             raise CharrnnError(f"{html}: refusing to overwrite something that is not an .html page")
         page = show_html.page(ck, str(ckpt), text, ids, view)
         try:
-            html.write_text(page, encoding="utf-8")
+            with checkpoint.atomic(html) as tmp:
+                tmp.write_text(page, encoding="utf-8")
         except OSError as e:
             raise CharrnnError(f"{html}: cannot write the page ({e.strerror or e})") from None
         err.print(f"wrote {html} ({len(text):,} characters, {len(page) / 1e6:.1f} MB)")

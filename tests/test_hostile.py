@@ -284,3 +284,23 @@ def test_hostile_checkpoint_content_is_one_error_line(capsys, tmp_path, good, ki
     for args in (["inspect", bad], ["train", good / "names.txt", "--resume", bad, "--steps", "6", "--quiet"]):
         line = error_line(*run(capsys, *args)[::2])
         assert line.startswith(f"Error: {bad}: not a usable charrnn checkpoint (") and why in line, line
+
+
+class Endless:
+    """stdin that never ends and has no newline, like /dev/zero: reading all of it would never return."""
+
+    def read(self, n=-1):
+        assert n >= 0, "read to the end of an endless stdin"
+        return "a" * n
+
+    def readline(self, n=-1):
+        assert n >= 0, "read a line of an endless stdin"
+        return "a" * n
+
+
+def test_endless_stdin_is_read_only_as_far_as_needed(capsys, monkeypatch, good):
+    monkeypatch.setattr("sys.stdin", Endless())
+    code, out, err = run(capsys, "show", good / "prose.npz", "-", "--chars", "50", "--json")
+    assert code == 0 and json.loads(out)["chars"] == 50, err
+    line = error_line(*run(capsys, "fill", good / "names.npz")[::2])
+    assert line == "Error: line 1 of the input is longer than 100,000 characters"
