@@ -303,6 +303,7 @@ def test_unwritable_folder_is_an_error_line(tmp_path, capsys, monkeypatch, names
     assert error_line(code, err).startswith(f"Error: {tmp_path / 'm.npz'}: cannot save the checkpoint")
 
 
+@pytest.mark.hostile(5)
 @pytest.mark.parametrize("sig,code,said", [(signal.SIGINT, 130, "Error: interrupted"),
                                            (signal.SIGTERM, 143, "Error: stopped by SIGTERM"),
                                            (signal.SIGHUP, 129, "Error: stopped by SIGHUP")])
@@ -328,6 +329,7 @@ def test_a_signal_during_a_save_leaves_no_temporary_file(tmp_path, capsys, monke
     assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["n.safetensors"]
 
 
+@pytest.mark.hostile(5)
 @pytest.mark.parametrize("at_save,said", [(1, "no checkpoint was written ({ck} does not exist)"),
                                           (2, "{ck} holds the evaluation at step 2")])
 def test_ctrl_c_twice_during_a_save_says_what_the_checkpoint_holds(tmp_path, capsys, monkeypatch, names_x3_file,
@@ -348,6 +350,7 @@ def test_ctrl_c_twice_during_a_save_says_what_the_checkpoint_holds(tmp_path, cap
     assert ck.exists() == (at_save == 2) and (at_save == 1 or checkpoint.load(ck).meta.progress.step == 2)
 
 
+@pytest.mark.hostile(1)
 def test_train_never_replaces_what_is_not_its_own_to_replace(tmp_path, capsys, names_x3_file):
     """--out (or the default target) is replaced only when it is a charrnn checkpoint the user may
     write, not the training text, and being resumed or --force is given; anything else is one
@@ -379,6 +382,7 @@ def test_train_never_replaces_what_is_not_its_own_to_replace(tmp_path, capsys, n
     assert "write-protected" in error_line(code, err) and locked.read_bytes() == before
 
 
+@pytest.mark.hostile(1)
 def test_out_that_is_a_folder_says_so(tmp_path, capsys, names_x3_file):
     code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path, *TINY_H8_4STEPS)
     assert f"is a folder; give the checkpoint a file name, e.g. --out {tmp_path / 'names.npz'}" in error_line(code, err)

@@ -46,6 +46,7 @@ def ok_line(code: int, err: str) -> None:
     assert code == 0 and "Traceback" not in err, err
 
 
+@pytest.mark.hostile(3)
 @pytest.mark.parametrize("exc,said", [(MemoryError("Unable to allocate 74.5 GiB"), "out of memory"),
                                       (RecursionError("maximum recursion depth"), "input nested too deeply"),
                                       (OverflowError("cannot convert float infinity"), "a number too large"),
@@ -70,11 +71,13 @@ def test_last_resort_errors_are_one_line(capsys, monkeypatch, good, exc, said):
     (["--encoding", "rot13"], "'rot13' is not a text encoding"),
     (["--encoding", "base64"], "'base64' is not a text encoding"),
 ])
+@pytest.mark.hostile(3)
 def test_unusable_option_values_are_refused_by_name(capsys, tmp_path, names_x3_file, args, said):
     line = error_line(*run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz", "--quiet", *args)[::2])
     assert said in line and not (tmp_path / "m.npz").exists()
 
 
+@pytest.mark.hostile(3)
 def test_a_codec_that_fails_on_the_text_is_one_error_line(capsys, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"anna\nbob\n" * 3)  # punycode raises a bare UnicodeError here
@@ -85,6 +88,7 @@ def test_a_codec_that_fails_on_the_text_is_one_error_line(capsys, tmp_path):
 # ---------------------------------------------------------------- files that never end or never open (class 2)
 
 
+@pytest.mark.hostile(2)
 @pytest.mark.parametrize("command", ["inspect", "sample"])
 def test_a_fifo_as_the_checkpoint_is_refused_at_once(capsys, tmp_path, command):
     fifo = tmp_path / "m.npz"
@@ -92,6 +96,7 @@ def test_a_fifo_as_the_checkpoint_is_refused_at_once(capsys, tmp_path, command):
     assert error_line(*run(capsys, command, fifo)[::2]) == f"Error: {fifo}: is a FIFO (named pipe), not a checkpoint"
 
 
+@pytest.mark.hostile(2)
 @pytest.mark.parametrize("source,said", [("/dev/zero", "is a device"), ("/dev/urandom", "is a device"),
                                          ("fifo", "is a FIFO (named pipe)")])
 def test_endless_text_files_are_refused_at_once(capsys, tmp_path, good, source, said):
@@ -102,6 +107,7 @@ def test_endless_text_files_are_refused_at_once(capsys, tmp_path, good, source, 
         assert error_line(*run(capsys, *args)[::2]) == f"Error: {source}: {said}, not a text file"
 
 
+@pytest.mark.hostile(2)
 def test_a_text_larger_than_memory_is_refused_with_the_estimate(capsys, tmp_path, names_x3_file, monkeypatch):
     monkeypatch.setattr(limits, "available", lambda: 1000)
     line = error_line(*run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz")[::2])
@@ -113,6 +119,7 @@ def test_a_text_larger_than_memory_is_refused_with_the_estimate(capsys, tmp_path
 LIMIT_2GB = "ulimit -v 2000000; "  # the old code's allocations fail fast under it instead of swapping
 
 
+@pytest.mark.hostile(2)
 @pytest.mark.parametrize("args,said", [
     (["--hidden-size", "100000"], "training a 1 × 100,000 lstm"),
     (["--layers", "1000000000"], "training a 1,000,000,000 × 8 lstm"),  # closed form: no billion layer specs
@@ -124,6 +131,7 @@ def test_training_larger_than_memory_is_refused_with_the_estimate(capsys, tmp_pa
     assert said in line and "of memory," in line and "available" in line and not (tmp_path / "m.npz").exists()
 
 
+@pytest.mark.hostile(2)
 def test_the_estimate_is_for_the_batch_the_text_makes(capsys, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("abcdefghij" * 10)
@@ -132,6 +140,7 @@ def test_the_estimate_is_for_the_batch_the_text_makes(capsys, tmp_path):
     assert code == 0 and "batch size 100000 -> 1" in err, err  # 100,000 × 100,000 would be refused
 
 
+@pytest.mark.hostile(2)
 def test_a_65000_character_vocabulary_is_estimated_before_it_is_allocated(capsys, tmp_path, monkeypatch):
     text = tmp_path / "cjk.txt"
     text.write_text("".join(chr(0x4E00 + i) for i in range(20_000)) + "".join(chr(0xAC00 + i) for i in range(11_000))
@@ -141,6 +150,7 @@ def test_a_65000_character_vocabulary_is_estimated_before_it_is_allocated(capsys
     assert "on a 65,002-character vocabulary" in line and "200 MB available" in line
 
 
+@pytest.mark.hostile(2)
 def test_sampling_any_number_runs_in_batches_and_head_ends_it(good):
     r = subprocess.run(LIMIT_2GB + f"{sys.executable} -m charrnn sample {good / 'names.npz'} -n 100000000 | head -n 3;"
                        " exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True, text=True,
@@ -148,6 +158,7 @@ def test_sampling_any_number_runs_in_batches_and_head_ends_it(good):
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 3 and "Traceback" not in r.stderr, r.stderr
 
 
+@pytest.mark.hostile(2)
 def test_a_long_prime_runs_once_in_flat_memory(good):
     r = subprocess.run(LIMIT_2GB + f"{sys.executable} -m charrnn sample {good / 'names.npz'} -n 1000 --length 5 "
                        f"--allow-seen --prime {'a' * 120_000}", shell=True, executable="/bin/bash",
@@ -156,6 +167,7 @@ def test_a_long_prime_runs_once_in_flat_memory(good):
     assert len(r.stdout.splitlines()) == 1000
 
 
+@pytest.mark.hostile(2)
 def test_samples_larger_than_memory_are_refused_with_the_estimate(capsys, good):
     line = error_line(*run(capsys, "sample", good / "names.npz", "-n", "5000", "--length", "100000000")[::2])
     assert line.startswith("Error: sampling 1,000 × 100,000,000 characters at a time needs ~")
@@ -191,6 +203,7 @@ def inflating(kind: str, src, dst) -> str:
     raise ValueError(kind)
 
 
+@pytest.mark.hostile(2)
 @pytest.mark.parametrize("kind", ["2^40-floats-declared", "weights-inflate", "extra-parameter",
                                   "history-longer-than-steps", "hashes-beyond-the-text", "metadata-too-large"])
 def test_members_are_checked_against_the_config_before_they_are_read(capsys, tmp_path, good, kind, monkeypatch):
@@ -204,12 +217,14 @@ def test_members_are_checked_against_the_config_before_they_are_read(capsys, tmp
     assert len(reads) <= 1  # the metadata at most: nothing else was inflated
 
 
+@pytest.mark.hostile(2)
 def test_members_the_format_does_not_define_are_never_read(capsys, tmp_path, good):
     bad = tmp_path / "extra.npz"  # would fail if read: neither is an array
     write_npz(bad, arrays_of(good / "names.npz"), {"junk.npy": b"\x00" * 1000, "notes.txt": b"hello"})
     ok_line(*run(capsys, "inspect", bad)[::2])
 
 
+@pytest.mark.hostile(2)
 def test_loading_more_than_memory_is_refused_with_the_estimate(capsys, good, monkeypatch):
     monkeypatch.setattr(limits, "available", lambda: 1000)
     line = error_line(*run(capsys, "sample", good / "names.npz")[::2])
@@ -277,6 +292,7 @@ HOSTILE = ["member-not-npy", "nested-json", "5000-digit-number", "huge-hidden-si
            "nan-evaluation-step", "nan-loss"]
 
 
+@pytest.mark.hostile(3)
 @pytest.mark.parametrize("kind", HOSTILE)
 def test_hostile_checkpoint_content_is_one_error_line(capsys, tmp_path, good, kind):
     bad = tmp_path / "bad.npz"
@@ -298,6 +314,7 @@ class Endless:
         return "a" * n
 
 
+@pytest.mark.hostile(2)
 def test_endless_stdin_is_read_only_as_far_as_needed(capsys, monkeypatch, good):
     monkeypatch.setattr("sys.stdin", Endless())
     code, out, err = run(capsys, "show", good / "prose.npz", "-", "--chars", "50", "--json")
