@@ -236,7 +236,8 @@ def _bad(path: Path, why: str) -> CharrnnError:
 
 
 MAX_META = 16 << 20  # bytes of metadata JSON read at most: a 65,536-character vocabulary takes under 1 MB
-KNOWN = ("meta", "param.", "best.", "opt.", "state.", "history.train", "history.val", "line_hashes")
+KNOWN = {"meta", "history.train", "history.val", "line_hashes"}  # the members the format defines, and
+KNOWN_GROUPS = ("param.", "best.", "opt.", "state.")  # the groups of its other members
 
 
 @dataclass
@@ -258,7 +259,7 @@ def _members(zf: zipfile.ZipFile) -> dict[str, Member]:
     found = {}
     for info in zf.infolist():
         name = info.filename.removesuffix(".npy")
-        if name == info.filename or not name.startswith(KNOWN):
+        if name == info.filename or not (name in KNOWN or name.startswith(KNOWN_GROUPS)):
             continue
         with zf.open(info) as f:
             version = np.lib.format.read_magic(f)  # ValueError if this is no .npy
@@ -281,11 +282,12 @@ def _read(zf: zipfile.ZipFile, m: Member) -> np.ndarray:
         return np.lib.format.read_array(f, allow_pickle=False)
 
 
-def declared_problem(name: str, m: Member, cfg: ModelConfig, meta: Meta) -> str:
-    """What is wrong with a member's declared dtype and shape for this config and metadata, or ''.
-    Checked before any data is read, so that no array is larger than the config makes it."""
+def declared_problem(name: str, m: Member, cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], meta: Meta) -> str:
+    """What is wrong with a member's declared dtype and shape for this config (whose parameter shapes
+    are `shapes`) and metadata, or ''. Checked before any data is read, so that no array is larger
+    than the config makes it."""
     group, _, key = name.partition(".")
-    shapes, dtype = param_shapes(cfg), np.dtype(cfg.dtype)
+    dtype = np.dtype(cfg.dtype)
     if group in ("param", "best"):
         want = shapes.get(key)
         if want is None:
@@ -372,11 +374,13 @@ def load(path: str | os.PathLike) -> Checkpoint:
                     raise _bad(path, f"the config has {cfg.layers} layers but the file has only "
                                      f"{len(members)} arrays")
                 del members["meta"]
-                problem = next(filter(None, (declared_problem(k, m, cfg, info) for k, m in members.items())), "")
+                shapes = param_shapes(cfg)
+                problem = next(filter(None, (declared_problem(k, a, cfg, shapes, info) for k, a in members.items())),
+                               "")
                 if problem:
                     raise _bad(path, problem)
-                limits.require(sum(m.nbytes for m in members.values()), f"loading {path}")
-                arrays = {k: _read(zf, m) for k, m in members.items()}
+                limits.require(sum(a.nbytes for a in members.values()), f"loading {path}")
+                arrays = {k: _read(zf, a) for k, a in members.items()}
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, RuntimeError) as e:
         why = "it holds Python objects, which are never loaded" if "pickle" in str(e) else str(e) or type(e).__name__
         raise _bad(path, why) from None
