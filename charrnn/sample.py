@@ -53,7 +53,7 @@ def sampling_bytes(cfg: ModelConfig, rows: int, length: int, prime_len: int, kep
     s = np.dtype(cfg.dtype).itemsize
     H, V, G = cfg.hidden_size, cfg.vocab_size, cells.GATES[cfg.cell] * cfg.hidden_size
     step = rows * (cfg.layers * (G + 4 * H) * s + V * (s + 3 * 8 + 1))
-    prime = min(prime_len, CHUNK) * cfg.layers * (2 * G + 4 * H) * s
+    prime = min(prime_len, CHUNK) * (cfg.layers * (2 * G + 4 * H) + V) * s  # caches and logits of one chunk
     texts = rows * (4 * length + 2 * 4 * (prime_len + length)) if kept else 0  # ids; str up to 4 bytes a char
     return step + prime + texts
 
