@@ -306,8 +306,9 @@ def names_checkpoint(path: Path) -> Path:
     """`names_model()` saved as a checkpoint with 32,000 line hashes (so novelty is checked)."""
     vocab, cfg, params = names_model()
     hashes = np.unique(np.random.default_rng(0).integers(0, 2**63, 32_000, dtype=np.uint64))
-    ck = checkpoint.Checkpoint(cfg, vocab, params, meta=checkpoint.Meta(mode=Mode.LINES, train=TrainConfig(seq_len=20)),
-                               line_hashes=hashes)
+    corpus = checkpoint.CorpusInfo(chars=8 * len(hashes))  # the text they stand for: a file holds no more lines
+    meta = checkpoint.Meta(mode=Mode.LINES, train=TrainConfig(seq_len=20), corpus=corpus)
+    ck = checkpoint.Checkpoint(cfg, vocab, params, meta=meta, line_hashes=hashes)
     checkpoint.save(path, ck)
     return path
 

@@ -18,15 +18,17 @@ charrnn's additions), keys an older file lacks take their defaults.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 import types
 import typing
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
@@ -34,6 +36,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from charrnn import limits
 from charrnn.config import Mode, ModelConfig, Objective, TrainConfig
 from charrnn.errors import CharrnnError
 from charrnn.model import Params, State, layer_specs, param_shapes
@@ -125,7 +128,9 @@ def _value(t: Any, v: Any, name: str) -> Any:
         return float(v)
     if not isinstance(v, base):
         raise MetaError(f"{name} has the wrong type")
-    if base is int and v < 0:
+    if base is int and not 0 <= v < 2**63:  # every count fits an int64
+        raise MetaError(f"{name} is {v}")
+    if base is float and math.isinf(v):  # NaN is a value some fields give meaning to: see meta_problem
         raise MetaError(f"{name} is {v}")
     return v
 
@@ -136,6 +141,9 @@ def meta_problem(meta: Meta) -> str:
         np.random.default_rng().bit_generator.state = meta.progress.rng or np.random.PCG64().state
     except (TypeError, ValueError, KeyError, OverflowError):
         return "progress.rng is not a random generator state"
+    p = meta.progress
+    if not (meta.wall_time >= 0 and p.epochs_done >= 0 and p.lr_scale > 0):  # NaN fails each
+        return "wall_time, progress.epochs_done or progress.lr_scale out of range"
     return ""
 
 
@@ -188,21 +196,28 @@ def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     arrays["line_hashes"] = np.asarray(ck.line_hashes, np.uint64)
 
     path = Path(path)
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        with os.fdopen(fd, "wb") as f:
+        with atomic(path) as tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             np.savez(f, **cast(dict[str, Any], arrays))  # numpy's stubs take ** for its allow_pickle flag
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, file_mode(path))  # mkstemp made it 0600; a checkpoint is an ordinary file
+    except OSError as e:  # disk full, permissions: the previous file is still whole
+        raise CharrnnError(f"{path}: cannot save the checkpoint ({e.strerror or e}); "
+                           "the previous one, if any, is unchanged") from None
+
+
+@contextlib.contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """A new temporary path beside `path` to write; when the block ends, the file there gets the mode
+    `path` has or the umask gives and is renamed over `path` at once. On any exception in the block
+    (a full disk, Ctrl-C, a signal the CLI raises as an exception) it is removed: nothing is left."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"  # named before it exists: no window
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode(path))
         os.replace(tmp, path)
-    except BaseException as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):  # disk full, permissions: the previous file is still whole
-            raise CharrnnError(f"{path}: cannot save the checkpoint ({e.strerror or e}); "
-                               "the previous one, if any, is unchanged") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -220,33 +235,95 @@ def _bad(path: Path, why: str) -> CharrnnError:
     return CharrnnError(f"{path}: not a usable charrnn checkpoint ({why})")
 
 
-def load(path: str | os.PathLike) -> Checkpoint:
-    """Read and validate a checkpoint; any problem is one CharrnnError naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise CharrnnError(f"{path}: no such file")
-    if path.is_dir():
-        raise CharrnnError(f"{path}: is a directory, not a checkpoint")
+MAX_META = 16 << 20  # bytes of metadata JSON read at most: a 65,536-character vocabulary takes under 1 MB
+KNOWN = {"meta", "history.train", "history.val", "line_hashes"}  # the members the format defines, and
+KNOWN_GROUPS = ("param.", "best.", "opt.", "state.")  # the groups of its other members
+
+
+@dataclass
+class Member:
+    """An archive member as its .npy header declares it, before its data is read."""
+
+    info: zipfile.ZipInfo
+    dtype: np.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _members(zf: zipfile.ZipFile) -> dict[str, Member]:
+    """The members the format defines (others are never read), each checked to be an .npy array of
+    plain data exactly as long as its header says: a header cannot claim less than it inflates to."""
+    found = {}
+    for info in zf.infolist():
+        name = info.filename.removesuffix(".npy")
+        if name == info.filename or not (name in KNOWN or name.startswith(KNOWN_GROUPS)):
+            continue
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)  # ValueError if this is no .npy
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"{info.filename}: .npy format version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(f)
+            m = Member(info, dtype, shape)
+            if dtype.hasobject:
+                raise ValueError("pickle")  # Python objects: refused, never loaded
+            if info.file_size != f.tell() + m.nbytes:
+                raise ValueError(f"{info.filename} is not as long as its header says")
+        found[name] = m
+    return found
+
+
+def _read(zf: zipfile.ZipFile, m: Member) -> np.ndarray:
+    with zf.open(m.info) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+def declared_problem(name: str, m: Member, cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], meta: Meta) -> str:
+    """What is wrong with a member's declared dtype and shape for this config (whose parameter shapes
+    are `shapes`) and metadata, or ''. Checked before any data is read, so that no array is larger
+    than the config makes it."""
+    group, _, key = name.partition(".")
+    dtype = np.dtype(cfg.dtype)
+    if group in ("param", "best"):
+        want = shapes.get(key)
+        if want is None:
+            return f"{name} is not a parameter of the config {sorted(shapes)}"
+        if m.shape != want or m.dtype != dtype:
+            return f"{name} is {m.dtype}{list(m.shape)}, config says {cfg.dtype}{list(want)}"
+    elif name == "opt.t":
+        if m.shape != () or m.dtype.kind not in "iu":
+            return "the optimizer step count opt.t is not one integer"
+    elif group == "opt":
+        if m.shape != shapes.get(key.partition(".")[2]) or m.dtype != dtype:
+            return f"optimizer array {name} does not match the parameters"
+    elif group == "state":
+        if len(m.shape) != 2 or m.shape[1] != cfg.hidden_size or m.shape[0] > meta.train.batch_size \
+                or m.dtype != dtype:
+            return "hidden state does not match the config"
+    elif name == "history.train":
+        if len(m.shape) != 1 or m.shape[0] > meta.progress.step or m.dtype.kind != "f":
+            return "damaged training history (more losses than steps)"
+    elif name == "history.val":
+        if len(m.shape) != 2 or m.shape[1] != 2 or m.shape[0] > meta.progress.step + 1 or m.dtype.kind != "f":
+            return "damaged training history (more evaluations than steps)"
+    elif name == "line_hashes":
+        if len(m.shape) != 1 or m.shape[0] > meta.corpus.chars + 1 or m.dtype != np.uint64:
+            return "damaged line hashes (more lines than characters)"
+    return ""
+
+
+def parse_header(path: Path, raw: bytes) -> tuple[int, ModelConfig, Vocab, Meta]:
+    """The format version, model config, vocabulary and metadata from the metadata's JSON bytes."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-            f.seek(0)
-            if not head.startswith((b"PK", b"\x93NUMPY")):  # numpy would try anything else as a pickle
-                raise ValueError("the file is empty" if not head else "pickle" if head[:1] == b"\x80"
-                                 else "not an .npz file")
-            z = np.load(f, allow_pickle=False)
-            if not isinstance(z, np.lib.npyio.NpzFile):  # a lone .npy array
-                raise ValueError("not an .npz archive")
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, RuntimeError) as e:
-        why = "it holds Python objects, which are never loaded" if "pickle" in str(e) else str(e) or type(e).__name__
-        raise _bad(path, why) from None
-    if "meta" not in arrays or arrays["meta"].dtype != np.uint8:
-        raise _bad(path, "no metadata: was it written by another program?")
-    try:
-        meta = json.loads(arrays.pop("meta").tobytes().decode("ascii"))
+        meta = json.loads(raw.decode("ascii"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _bad(path, f"damaged metadata: {e}") from None
+    except (ValueError, RecursionError):  # a number of over 4,300 digits; arrays nested 1,000 deep
+        raise _bad(path, "damaged metadata: a number too long or values nested too deeply") from None
     if not isinstance(meta, dict):
         raise _bad(path, "damaged metadata")
     version = meta.get("format_version")
@@ -270,8 +347,43 @@ def load(path: str | os.PathLike) -> Checkpoint:
         "a bidirectional model must predict masked characters" if info.objective != cfg.objective else "")
     if problem:
         raise _bad(path, f"damaged metadata: {problem}")
-    if cfg.layers > len(arrays):  # before building specs for layers the file cannot hold
-        raise _bad(path, f"the config has {cfg.layers} layers but the file has only {len(arrays)} arrays")
+    return version, cfg, vocab, info
+
+
+def load(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate a checkpoint; any problem is one CharrnnError naming it. Only the members
+    the format defines are read, each after its declared dtype and shape agree with the config."""
+    path = Path(path)
+    limits.regular_file(path, "checkpoint")  # a FIFO would block, /dev/zero never end
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+            f.seek(0)
+            if not head.startswith(b"PK"):  # numpy would try anything but .npz and .npy as a pickle
+                raise ValueError("the file is empty" if not head else "pickle" if head[:1] == b"\x80"
+                                 else "not an .npz archive" if head == b"\x93NUMPY" else "not an .npz file")
+            with zipfile.ZipFile(f) as zf:
+                members = _members(zf)
+                m = members.get("meta")
+                if m is None or m.dtype != np.uint8 or len(m.shape) != 1:
+                    raise _bad(path, "no metadata: was it written by another program?")
+                if m.nbytes > MAX_META:
+                    raise _bad(path, f"{m.nbytes:,} bytes of metadata (at most {MAX_META:,} are read)")
+                version, cfg, vocab, info = parse_header(path, _read(zf, m).tobytes())
+                if cfg.layers > len(members):  # before building specs for layers the file cannot hold
+                    raise _bad(path, f"the config has {cfg.layers} layers but the file has only "
+                                     f"{len(members)} arrays")
+                del members["meta"]
+                shapes = param_shapes(cfg)
+                problem = next(filter(None, (declared_problem(k, a, cfg, shapes, info) for k, a in members.items())),
+                               "")
+                if problem:
+                    raise _bad(path, problem)
+                limits.require(sum(a.nbytes for a in members.values()), f"loading {path}")
+                arrays = {k: _read(zf, a) for k, a in members.items()}
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, RuntimeError) as e:
+        why = "it holds Python objects, which are never loaded" if "pickle" in str(e) else str(e) or type(e).__name__
+        raise _bad(path, why) from None
     if cfg.vocab_size != len(vocab):
         raise _bad(path, f"vocabulary has {len(vocab)} entries but the model expects {cfg.vocab_size}")
 
@@ -279,7 +391,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
     stack = layer_specs(cfg)
-    shapes = param_shapes(cfg, stack)
+    shapes = param_shapes(cfg, stack)  # every array's dtype and shape are checked already (declared_problem)
     params, best = group("param."), group("best.") or None
     for name, ps in (("param", params), ("best", best)):
         if ps is None:
@@ -287,15 +399,11 @@ def load(path: str | os.PathLike) -> Checkpoint:
         if set(ps) != set(shapes):
             raise _bad(path, f"{name} arrays {sorted(ps)} do not match the config {sorted(shapes)}")
         for k, v in ps.items():
-            if v.shape != shapes[k] or v.dtype != np.dtype(cfg.dtype):
-                raise _bad(path, f"{name}.{k} is {v.dtype}{list(v.shape)}, config says {cfg.dtype}{list(shapes[k])}")
             if not np.all(np.isfinite(v)):
                 raise _bad(path, f"{name}.{k} has NaN or infinite values")
     opt = group("opt.")
-    for k, v in opt.items():
-        base = k.split(".", 1)[-1]
-        if k != "t" and (base not in shapes or v.shape != shapes[base]):
-            raise _bad(path, f"optimizer array opt.{k} does not match the parameters")
+    if any(not np.all(np.isfinite(v)) for v in opt.values()) or opt.get("t", 0) < 0:
+        raise _bad(path, "the optimizer state has NaN, infinite or negative values")
     state = None
     st = group("state.")
     if st:
@@ -303,15 +411,15 @@ def load(path: str | os.PathLike) -> Checkpoint:
             state = [tuple(st[f"{layer.index}.{k}"] for k in range(layer.state_size)) for layer in stack]
         except KeyError as e:
             raise _bad(path, f"missing hidden state {e}") from None
-        if any(s.ndim != 2 or s.shape[1] != cfg.hidden_size for layer in state for s in layer):
-            raise _bad(path, "hidden state does not match the config")
+        if len({s.shape for layer in state for s in layer}) != 1 or not all(np.isfinite(s).all() for s in st.values()):
+            raise _bad(path, "hidden state does not match the config or is not finite")
     train_losses = arrays.get("history.train", np.zeros(0, np.float32))
     val_losses = arrays.get("history.val", np.zeros((0, 2)))
     hashes = arrays.get("line_hashes", np.zeros(0, np.uint64))
-    if train_losses.ndim != 1 or val_losses.ndim != 2 or val_losses.shape[1] != 2 or hashes.ndim != 1 \
-            or hashes.dtype != np.uint64 or not all(a.dtype.kind == "f" for a in (train_losses, val_losses)):
-        raise _bad(path, "damaged training history")
     losses = np.r_[train_losses.astype(np.float64), val_losses[:, 1], info.best_val_loss or 0.0]
     if not np.all((losses >= 0) & (losses <= MAX_LOSS)):
         raise _bad(path, "damaged training history (losses out of range)")
+    steps = val_losses[:, 0]
+    if not np.all((steps >= 0) & (steps <= info.progress.step) & (steps == np.round(steps))):  # NaN fails too
+        raise _bad(path, "damaged training history (evaluation steps out of range)")
     return Checkpoint(cfg, vocab, params, best, opt, state, info, train_losses, val_losses, hashes, version)

@@ -49,21 +49,55 @@ ErrorsOpt = Annotated[str, typer.Option(help="What to do with bytes that do not 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")]
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP outside training: raised where the program is, so that `finally` and the
+    atomic writes clean up (no temporary file is left behind) before the exit with 128 + its number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
+# out of memory, JSON nested too deep, a number too large, text no codec can handle: whatever their
+# source, one `Error:` line rather than a traceback (the library names the cause where it can)
+LAST_RESORT = {MemoryError: "out of memory", RecursionError: "input nested too deeply",
+               OverflowError: "a number too large", UnicodeError: "text that cannot be encoded or decoded"}
+
+
 def finish(command: Callable[[], int]) -> NoReturn:
     """Run a command to its exit code. Ctrl-C ends a line of output already started and exits 130;
-    a closed pipe (`charrnn sample ... | head`) is a normal end, exit 0. (Typer would report both as
-    something else: it takes Ctrl-C for a clean exit and a closed pipe for an error.)"""
+    SIGTERM and SIGHUP exit 143 and 129; a closed pipe (`charrnn sample ... | head`) is a normal end,
+    exit 0. (Typer would report Ctrl-C as a clean exit and a closed pipe as an error.)"""
     import os
+    import signal
 
+    stops = [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    previous = {s: signal.signal(s, _raise_stopped) for s in stops}
     try:
         code = command()
     except KeyboardInterrupt:
         print(file=sys.stdout, flush=True)  # end a line a live sample left open
         print("Error: interrupted", file=sys.stderr)
         code = 130
+    except Stopped as e:
+        print(f"Error: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
+        code = 128 + e.signum
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
         code = 0
+    except tuple(LAST_RESORT) as e:
+        from charrnn.errors import visible
+
+        what = next(v for k, v in LAST_RESORT.items() if isinstance(e, k))
+        print(f"Error: {what} ({type(e).__name__}: {visible(str(e)[:200]) or 'no details'})", file=sys.stderr)
+        code = 1
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
     sys.exit(code)
 
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from charrnn import checkpoint
-from charrnn.config import Mode, ModelConfig, TrainConfig, option, plural
+from charrnn import checkpoint, limits
+from charrnn.config import MAX_SEQ_LEN, Mode, ModelConfig, TrainConfig, option, plural
 from charrnn.errors import CharrnnError, OptionError, visible
-from charrnn.model import param_shapes, textbook_param_count
-from charrnn.sample import check_options, generate, generate_from
+from charrnn.model import param_shapes, textbook_param_count, training_bytes
+from charrnn.sample import BATCH, check_options, generate, generate_from, sampling_bytes
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -167,6 +167,17 @@ def checkpoint_target(o: dict[str, Any]) -> Path:
     return target
 
 
+def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus) -> None:
+    """Refuse a model or batch too large for the memory there is, before allocating any of it."""
+    from charrnn.data import batch_shape
+    from charrnn.optim import SLOTS
+
+    B, T = batch_shape(corpus, cfg.batch_size, cfg.seq_len)
+    limits.require(training_bytes(model_cfg, B, T, len(SLOTS[cfg.optimizer])),
+                   f"training a {model_cfg.layers:,} × {model_cfg.hidden_size:,} {model_cfg.cell} on a "
+                   f"{model_cfg.vocab_size:,}-character vocabulary in batches of {B:,} × {T:,}")
+
+
 def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: checkpoint.Checkpoint | None
                  ) -> tuple[Trainer, set[str], list[str]]:
     """A new or resumed Trainer on `text`, the names of the settings chosen from the text,
@@ -191,6 +202,7 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
         _, cfg, chosen = resolve_configs(o, explicit, corpus)
         chosen -= set(MODEL_FIELDS)  # the checkpoint's, not chosen from this text
         model_cfg = replace(init.cfg, dropout=o["dropout"]) if "dropout" in explicit else init.cfg
+        check_memory(model_cfg, cfg, corpus)
         trainer = Trainer(corpus, model_cfg, cfg, source=source)
         trainer.params = {k: v.copy() for k, v in init.sampling_params.items()}
         notes.append(f"starting from the weights and vocabulary of {o['init_from']} ({init.meta.progress.step:,} "
@@ -198,11 +210,13 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
     elif resume is None:
         corpus = data.make_corpus(text, o["mode"], o["val_fraction"], o["min_count"], o["max_vocab"], o["seed"])
         model_cfg, cfg, chosen = resolve_configs(o, explicit, corpus)
+        check_memory(model_cfg, cfg, corpus)
         trainer = Trainer(corpus, model_cfg, cfg, source=source)
     else:
         model_cfg, cfg = resumed_configs(o, explicit, resume)
         corpus = data.make_corpus(text, resume.meta.mode, cfg.val_fraction, cfg.min_count, cfg.max_vocab,
                                   cfg.seed, vocab=resume.vocab)
+        check_memory(model_cfg, cfg, corpus)
         trainer = Trainer(corpus, model_cfg, cfg, resume=resume)
         if resume.meta.corpus.fingerprint not in (None, trainer.fingerprint):
             notes.append("this text differs from the one the checkpoint was trained on: training continues on it "
@@ -293,9 +307,19 @@ class TrainDisplay:
         self.step0, self.chars0 = trainer.step, trainer.chars_seen
         self.ema: float | None = None  # smoothed training loss
         self.last_val = trainer.val_losses[-1][1] if trainer.val_losses else None
+        self.saved_step: int | None = None  # the step of this run's last completed save
 
     def save(self) -> None:
         checkpoint.save(self.target, self.trainer.checkpoint())
+        self.saved_step = self.trainer.step
+
+    def what_is_saved(self) -> str:
+        """What the target holds now, for a run stopped before its next save finished."""
+        if self.saved_step is not None:
+            return f"{self.target} holds the evaluation at step {self.saved_step:,}"
+        if self.target.exists():
+            return f"{self.target} is as it was before this run"
+        return f"no checkpoint was written ({self.target} does not exist)"
 
     def on_step(self, tr: Trainer, loss: float) -> None:
         self.ema = loss if self.ema is None else 0.95 * self.ema + 0.05 * loss
@@ -406,17 +430,16 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
 
     display = TrainDisplay(trainer, target, quiet, chosen)
     trainer.auto_eval_every = trainer.cfg.eval_every if "eval_every" in chosen else 0
-    with stop_on_signals(trainer) as got:
+    with stop_on_signals(trainer) as got:  # the last save too: SIGTERM during it must not cut it short
         try:
             with np.errstate(over="ignore", invalid="ignore"):  # divergence ends in one Error line instead
                 trainer.fit(display.on_step, display.on_eval)
+            if trainer.step % trainer.cfg.eval_every == 0 and trainer.step > 0:
+                display.save()  # the last evaluation was saved before the stop reason was known
         except KeyboardInterrupt:
-            raise CharrnnError(f"interrupted twice: stopped without saving; {target} holds the last evaluation"
-                               ) from None
+            raise CharrnnError(f"interrupted twice: stopped without saving; {display.what_is_saved()}") from None
         finally:
             display.close()
-    if trainer.step % trainer.cfg.eval_every == 0 and trainer.step > 0:
-        display.save()  # the last evaluation was saved before the stop reason was known
     if trainer.stop_reason == "interrupted":
         err.print(f"[yellow]{SIGNALS[got[0]]}[/]: saved {plain(target)} at step {trainer.step:,}. Resume with:\n"
                   f"  charrnn train {plain(text_file)} --resume {plain(target)}")
@@ -486,35 +509,48 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
     if length is None:
         length = ck.meta.train.seq_len if mode == Mode.LINES else 500
     rng = np.random.default_rng(seed)
+    stream = mode == Mode.STREAM and not as_json  # running text: the first sample shown as it grows
+    rows = min(num, BATCH)
+    limits.require(sampling_bytes(ck.cfg, rows, length, len(prime), kept=not (stream and num == 1)),
+                   f"sampling {rows:,} × {length:,} characters" + (" at a time" if num > rows else ""))
     labelled = (mode == Mode.STREAM and num > 1) or len(temps) > 1
     warned = False
     for t in temps:
         label_t = t if len(temps) > 1 else None
-        live = None
-        if mode == Mode.STREAM and not as_json:  # running text: show the first sample as it grows
-            if labelled:
-                _write_now(sample_label(label_t, 1, num) + "\n")
-            _write_now(prime)
-            live = _write_now
-        elif mode == Mode.LINES and labelled and not as_json:
+        if mode == Mode.LINES and labelled and not as_json:
             _write_now(sample_label(label_t) + "\n")
-        s = generate_from(ck, num, novel, length=length, temperature=t, top_k=top_k, top_p=top_p,
-                          prime=prime, rng=rng, allow_unk=allow_unk, live=live)
-        if s.prime_unk and not warned:
-            _note(f"Warning: {s.prime_unk} character(s) of {'--prime-file' if prime_file else '--prime'} are not in "
-                  "the vocabulary: they were read as <UNK>")
-            warned = True
-        if as_json:
-            for k, text in enumerate(s.texts, 1):
-                _write_now(json.dumps({"sample": k, "temperature": t, "text": text}, ensure_ascii=False) + "\n")
-        elif live is not None:
-            live("\n")
-            for k, text in enumerate(s.texts[1:], 2):
-                _write_now(f"{sample_label(label_t, k, num)}\n{text}\n")
-        elif s.texts:
-            _write_now("\n".join(s.texts) + "\n")
-        if s.novel >= 0:
-            _report_novelty(s, num, novel)
+        shown, generated, new, repeats = 0, 0, 0, 0
+        for done in range(0, num, rows):  # at most BATCH samples at a time, each batch printed when ready: flat memory
+            live = None
+            if stream and done == 0:
+                if labelled:
+                    _write_now(sample_label(label_t, 1, num) + "\n")
+                _write_now(prime)
+                live = _write_now
+            s = generate_from(ck, min(rows, num - done), novel, length=length, temperature=t, top_k=top_k,
+                              top_p=top_p, prime=prime, rng=rng, allow_unk=allow_unk, live=live)
+            if s.prime_unk and not warned:
+                _note(f"Warning: {s.prime_unk} character(s) of {'--prime-file' if prime_file else '--prime'} are "
+                      "not in the vocabulary: they were read as <UNK>")
+                warned = True
+            texts = s.texts
+            if live is not None:
+                live("\n")
+                texts = texts[1:]  # shown already (and not kept when it was the only one)
+                shown += 1
+            if as_json:
+                for k, text in enumerate(texts, shown + 1):
+                    _write_now(json.dumps({"sample": k, "temperature": t, "text": text}, ensure_ascii=False) + "\n")
+            elif stream:
+                for k, text in enumerate(texts, shown + 1):
+                    _write_now(f"{sample_label(label_t, k, num)}\n{text}\n")
+            elif texts:
+                _write_now("\n".join(texts) + "\n")
+            shown += len(texts)
+            generated, repeats = generated + s.generated, repeats + s.repeats
+            new = new + s.novel if s.novel >= 0 and new >= 0 else -1
+        if new >= 0:
+            _report_novelty(new, generated, repeats, shown, num, novel)
     return 0
 
 
@@ -523,15 +559,14 @@ def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _report_novelty(s: Any, num: int, novel: bool | None) -> None:
-    rate = s.novel / max(s.generated, 1)
-    _note(f"novelty: {s.novel:,} of {s.generated:,} generated samples ({rate:.0%}) are not in the training text"
-          f"{'' if novel else '; shown: new ones first (--allow-seen: no check)'}")
-    if s.repeats:
-        _note(f"Warning: only {num - s.repeats:,} new samples found; the last {s.repeats:,} are lines of the "
+def _report_novelty(new: int, generated: int, repeats: int, shown: int, num: int, novel: bool | None) -> None:
+    _note(f"novelty: {new:,} of {generated:,} generated samples ({new / max(generated, 1):.0%}) are not in the "
+          f"training text{'' if novel else '; shown: new ones first (--allow-seen: no check)'}")
+    if repeats:
+        _note(f"Warning: only {num - repeats:,} new samples found; the last {repeats:,} are lines of the "
               "training text, empty or repeated")
-    elif len(s.texts) < num:
-        _note(f"Warning: only {len(s.texts):,} novel samples found")
+    elif shown < num:
+        _note(f"Warning: only {shown:,} novel samples found")
 
 
 # ---------------------------------------------------------------- inspect
@@ -681,8 +716,11 @@ def _input_lines(text: str | None, text_file: Path | None, encoding: str, errors
 
         yield from data.read_text(text_file, encoding, errors).splitlines()
         return
-    for line in sys.stdin:
-        yield line.rstrip("\n")
+    for n, line in enumerate(iter(lambda: sys.stdin.readline(MAX_SEQ_LEN + 1), ""), 1):  # a line of /dev/zero ends
+        line = line.rstrip("\n")
+        if len(line) > MAX_SEQ_LEN:
+            raise CharrnnError(f"line {n:,} of the input is longer than {MAX_SEQ_LEN:,} characters")
+        yield line
 
 
 def run_fill(ckpt: Path, text: str | None, blank: str, top: int, as_json: bool, beam: int) -> int:
@@ -734,7 +772,8 @@ def run_embed(ckpt: Path, text_file: Path, out_path: Path | None, nearest: int, 
     encode = [ck.vocab.encode(line)[0].astype(np.int64) for line in lines]
     vectors = fill.embed(ck, encode)
     if out_path is not None:
-        np.save(out_path, vectors)
+        with checkpoint.atomic(out_path) as tmp, open(tmp, "xb") as f:
+            np.save(f, vectors)
         err.print(f"saved {out_path}: {vectors.shape[0]:,} lines × {vectors.shape[1]} float32")
     if query is not None:
         q = fill.embed(ck, [ck.vocab.encode(query)[0].astype(np.int64)])[0]
@@ -801,8 +840,9 @@ def run_import(source: Path, target: Path | None) -> int:
 # ---------------------------------------------------------------- show
 
 
-def read_show_text(file: Path | None, text: str | None, encoding: str, errors: str) -> str:
-    """The text `show` looks at: FILE, `-` for stdin, or --text; exactly one of them."""
+def read_show_text(file: Path | None, text: str | None, encoding: str, errors: str, limit: int) -> str:
+    """The text `show` looks at: FILE, `-` for stdin (at most `limit` characters of it), or --text;
+    exactly one of them."""
     from charrnn import data
 
     if (file is None) == (text is None):
@@ -811,7 +851,7 @@ def read_show_text(file: Path | None, text: str | None, encoding: str, errors: s
         assert file is not None
         if str(file) == "-":
             data.check_decoding(encoding, errors)
-            text = sys.stdin.read()
+            text = sys.stdin.read(limit)  # `show` cuts it to --chars anyway; /dev/zero would never end
         else:
             return data.read_text(file, encoding, errors)  # refuses empty and whitespace-only files
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -845,7 +885,8 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
     view = show.parse_unit(unit, gate, cfg) if unit is not None else None
     if saturation and cfg.cell == "rnn":
         raise CharrnnError("--saturation looks at gates, and an rnn cell has none")
-    text = show.cut(read_show_text(file, text, encoding, errors), chars, mode)
+    text = show.cut(read_show_text(file, text, encoding, errors, 2 * chars + 2), chars, mode)  # CRLF pairs count 2
+    limits.require(training_bytes(cfg, 1, len(text), 0), f"showing {len(text):,} characters")
     if at is not None and not 0 <= at < len(text):
         raise OptionError(f"--at {at}: the text shown has {len(text):,} characters (0 to {len(text) - 1})")
     ids, n_unk = show.encode(text, ck.vocab, mode)
@@ -861,7 +902,8 @@ def run_show(ckpt: Path, file: Path | None, text: str | None, chars: int, top: i
             raise CharrnnError(f"{html}: refusing to overwrite something that is not an .html page")
         page = show_html.page(ck, str(ckpt), text, ids, view)
         try:
-            html.write_text(page, encoding="utf-8")
+            with checkpoint.atomic(html) as tmp:
+                tmp.write_text(page, encoding="utf-8")
         except OSError as e:
             raise CharrnnError(f"{html}: cannot write the page ({e.strerror or e})") from None
         err.print(f"wrote {html} ({len(text):,} characters, {len(page) / 1e6:.1f} MB)")

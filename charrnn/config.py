@@ -20,6 +20,7 @@ ACTIVATIONS = ("tanh", "relu")  # of the vanilla RNN
 OPTIMIZERS = ("adam", "adagrad", "sgd")  # of charrnn.optim
 CLIP_MODES = ("norm", "value")
 DTYPES = ("float32", "float64")
+MAX_SEQ_LEN = 100_000  # characters per chunk or line: also the default length of a sampled line
 
 
 class Mode(str, Enum):
@@ -129,9 +130,11 @@ class TrainConfig:
             p.append(f"--clip must be 0 or more, not {self.clip}")
         if self.clip_mode not in CLIP_MODES:
             p.append(f"--clip-mode must be norm or value, not {self.clip_mode!r}")
+        if self.seq_len > MAX_SEQ_LEN:
+            p.append(f"--seq-len must be at most {MAX_SEQ_LEN:,}, not {self.seq_len:,}")
         for name in ("max_vocab", "steps", "epochs", "time_minutes", "patience", "seed", "val_max_chars"):
-            if not getattr(self, name) >= 0:
-                p.append(f"{option(name)} must be 0 or more, not {getattr(self, name)}")
+            if not 0 <= getattr(self, name) < math.inf:  # 0 is "no limit"; inf would overflow step counts
+                p.append(f"{option(name)} must be 0 or more and finite, not {getattr(self, name)}")
         if p:
             raise OptionError("; ".join(p))
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from charrnn import limits
 from charrnn.config import Mode
 from charrnn.errors import CharrnnError
 from charrnn.vocab import EOS, Vocab, count_chars
@@ -30,15 +31,22 @@ from charrnn.vocab import EOS, Vocab, count_chars
 MODES = ("auto", *(m.value for m in Mode))
 AUTO_SAMPLE = 1_000_000  # characters the auto rule looks at
 AUTO_MAX_LINE = 50  # the 95th-percentile line length up to which a text counts as a list
+TEXT_BYTES_PER_BYTE = 12  # memory per byte of text file: bytes, str (up to 4 a character), ids, batches
 SURROGATE = re.compile("[\ud800-\udfff]")  # halves of UTF-16 pairs: no encoding can write them out
 
 
 def check_decoding(encoding: str, errors: str) -> None:
     """Refuse an unknown --encoding or --errors before any file is read."""
     try:
-        codecs.lookup(encoding)
+        codec = codecs.lookup(encoding)
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
+    if not getattr(codec, "_is_text_encoding", True):  # rot13, base64, zlib: bytes or str to the same
+        raise CharrnnError(f"{encoding!r} is not a text encoding")
+    try:
+        codec.decode(b"")
+    except (UnicodeError, ValueError):  # "undefined" refuses everything
+        raise CharrnnError(f"the {encoding!r} codec decodes no text") from None
     if errors not in ("strict", "replace", "ignore"):  # surrogateescape & co. make text that cannot be printed
         raise CharrnnError(f"--errors must be strict, replace or ignore, not {errors!r}")
 
@@ -47,10 +55,8 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "s
     """The file's text with universal newlines (CRLF and CR become LF), or a clear error."""
     check_decoding(encoding, errors)
     p = Path(path)
-    if not p.exists():
-        raise CharrnnError(f"{p}: no such file")
-    if p.is_dir():
-        raise CharrnnError(f"{p}: is a directory, not a text file")
+    size = limits.regular_file(p, "text file")  # /dev/zero or a FIFO would never end
+    limits.require(TEXT_BYTES_PER_BYTE * size, f"reading {p} ({size:,} bytes)")
     try:
         raw = p.read_bytes()
     except OSError as e:
@@ -66,6 +72,8 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "s
             f"{p}: not valid {encoding} (byte {e.start}): pass --encoding (e.g. latin-1) "
             "or --errors replace"
         ) from None
+    except UnicodeError as e:  # punycode, idna: a codec's own complaint, without a position
+        raise CharrnnError(f"{p}: not valid {encoding} ({e})") from None
     except LookupError:
         raise CharrnnError(f"unknown encoding {encoding!r}") from None
     del raw
@@ -239,6 +247,14 @@ def fit_stream(n: int, batch_size: int, seq_len: int) -> tuple[int, int, list[st
         notes.append(f"sequence length {seq_len} -> {t}: the text is shorter than one sequence")
         seq_len = t
     return batch_size, seq_len, notes
+
+
+def batch_shape(corpus: Corpus, batch_size: int, seq_len: int) -> tuple[int, int]:
+    """(B, T) of a training batch on `corpus`: what Batches makes of the options, at most."""
+    if corpus.mode == Mode.STREAM:
+        return fit_stream(len(corpus.train), batch_size, seq_len)[:2]
+    lengths = np.diff(np.r_[corpus.train_starts, len(corpus.train)])  # each line with its <EOS>
+    return min(batch_size, len(corpus.train_starts)), min(seq_len, int(lengths.max(initial=1)))
 
 
 @dataclass

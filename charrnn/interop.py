@@ -23,16 +23,15 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from charrnn import cells
-from charrnn.checkpoint import file_mode
-from charrnn.config import ACTIVATIONS, CELLS, DTYPES, Mode, ModelConfig, Objective
+from charrnn import cells, limits
+from charrnn.checkpoint import atomic
+from charrnn.config import ACTIVATIONS, CELLS, DTYPES, MAX_SEQ_LEN, Mode, ModelConfig, Objective
 from charrnn.errors import CharrnnError
 from charrnn.model import Layer, Params, input_size, layer_specs, output_width
 from charrnn.vocab import EOS, SPECIALS, UNK, Vocab
@@ -206,7 +205,7 @@ def parse_metadata(meta: Any) -> Export:
         raise InteropError(f"a {'bidirectional' if bidirectional else 'forward'} model cannot have objective "
                            f"{objective.value!r}")
     seq_len = _field(d, "seq_len", int, "data")
-    if seq_len < 1:
+    if not 1 <= seq_len <= MAX_SEQ_LEN:  # sampling's default length: bounded, so `sample` ends
         raise InteropError(f"the metadata's data.seq_len is {seq_len}")
     return Export(cfg, vocab, mode, objective, _field(d, "source", str, "data"), seq_len)
 
@@ -219,17 +218,11 @@ def write_file(path: str | os.PathLike, tensors: dict[str, np.ndarray], meta: di
     from safetensors.numpy import save_file
 
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, file_mode(path))  # the umask's mode, as checkpoints get, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise InteropError(f"{path}: cannot write ({e.strerror or e})") from None
-        raise
+        with atomic(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+    except OSError as e:
+        raise InteropError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def read_header(path: Path) -> tuple[dict[str, Any], int, int]:
@@ -296,10 +289,8 @@ def read_file(path: str | os.PathLike) -> tuple[Export, Params]:
     from safetensors.numpy import load_file
 
     path = Path(path)
-    if not path.exists():
-        raise CharrnnError(f"{path}: no such file")
-    if path.is_dir():
-        raise CharrnnError(f"{path}: is a directory, not a safetensors file")
+    size = limits.regular_file(path, "safetensors file")
+    limits.require(2 * size, f"importing {path}")  # the tensors as read, then in charrnn's layout
     try:
         header, header_bytes, size = read_header(path)
         export = parse_metadata(header.get("__metadata__"))

@@ -134,6 +134,19 @@ def textbook_param_count(cfg: ModelConfig) -> int:
     return total + directions * n_a * n_y + n_y
 
 
+def training_bytes(cfg: ModelConfig, batch: int, steps: int, optimizer_slots: int) -> int:
+    """About how many bytes training takes: the parameters with their gradients, best copy, a
+    clipping temporary and the optimizer's slots; per character of a batch, every layer's forward
+    caches and backward temporaries, and the logits, probabilities and their gradient. In closed
+    form, without a spec per layer: --layers may be a billion."""
+    s = np.dtype(cfg.dtype).itemsize
+    d, H, V = (2 if cfg.bidirectional else 1), cfg.hidden_size, cfg.vocab_size
+    G = cells.GATES[cfg.cell] * H
+    n_params = d * ((input_size(cfg) + H + 1) * G + (cfg.layers - 1) * (d * H + H + 1) * G) + d * H * V + V
+    per_char = 2 * d * cfg.layers * (2 * G + 4 * H) * s + V * (3 * s + 8)  # the softmax works in float64
+    return (4 + optimizer_slots) * n_params * s + batch * steps * per_char
+
+
 def _orthogonal(rng: np.random.Generator, n: int) -> np.ndarray:
     q, r = np.linalg.qr(rng.standard_normal((n, n)))
     return q * np.sign(np.diag(r))  # (n, n), sign fix makes it uniform over rotations

@@ -13,15 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from charrnn import model
+from charrnn import cells, model
 from charrnn.checkpoint import Checkpoint, hash_each
 from charrnn.config import Mode, ModelConfig
 from charrnn.errors import CharrnnError, OptionError
 from charrnn.model import Params
 from charrnn.vocab import EOS, UNK, Vocab
 
-CHUNK = 4096  # generated steps per output block
+CHUNK = 4096  # generated steps per output block; prime characters run through the model at a time
 LIVE_CHUNK = 64  # steps per block when the text is shown as it is generated
+BATCH = 1000  # samples generated together at most: `sample -n` of any size runs in batches of this many
 
 
 def check_options(
@@ -43,6 +44,18 @@ def check_options(
         p.append(f"--seed must be 0 or more, not {seed}")
     if p:
         raise OptionError("; ".join(p))
+
+
+def sampling_bytes(cfg: ModelConfig, rows: int, length: int, prime_len: int, kept: bool = True) -> int:
+    """About how many bytes generating `rows` samples together takes: the state and one step's
+    gates and logits per row (the choice works in float64), the prime's run one chunk at a time,
+    and, unless shown as generated (`kept` False), the ids and texts of every row."""
+    s = np.dtype(cfg.dtype).itemsize
+    H, V, G = cfg.hidden_size, cfg.vocab_size, cells.GATES[cfg.cell] * cfg.hidden_size
+    step = rows * (cfg.layers * (G + 4 * H) * s + V * (s + 3 * 8 + 1))
+    prime = min(prime_len, CHUNK) * (cfg.layers * (2 * G + 4 * H) + V) * s  # caches and logits of one chunk
+    texts = rows * (4 * length + 2 * 4 * (prime_len + length)) if kept else 0  # ids; str up to 4 bytes a char
+    return step + prime + texts
 
 
 def pick(
@@ -102,11 +115,13 @@ def generate(
 
     lines mode: each sample starts from an empty line (+ prime) and ends at <EOS>.
     stream mode: each sample continues the prime (or a newline) for exactly `length` characters.
-    live: called with each new piece of the first sample as it is generated (stream mode),
-    so a long text can be shown while it grows."""
+    live: called with each new piece of the first sample as it is generated (stream mode), so a
+    long text can be shown while it grows. When that is the only sample it is not kept (texts is
+    empty): memory stays flat however long it runs."""
     check_options(temperature, top_k, top_p, n, length)
     if live is not None and mode != Mode.STREAM:
         raise ValueError("live output is for stream mode")
+    keep = live is None or n > 1
     rng = rng if rng is not None else np.random.default_rng()
     prime_ids, prime_unk = vocab.encode(prime)
     if mode == Mode.LINES:
@@ -118,10 +133,10 @@ def generate(
         else:  # no newline to start from (<EOS> is never an input in stream training)
             context = prime_ids if len(prime_ids) else np.array([EOS])
     context = context.astype(np.int32)
-    state = model.zero_state(cfg, n)
-    if len(context) > 1:  # run the prime through the model once, for all rows together
-        x = np.repeat(context[:-1, None], n, axis=1)  # (T, n)
-        state = model.forward(params, cfg, x, state).state
+    state = model.zero_state(cfg, 1)
+    for i in range(0, len(context) - 1, CHUNK):  # the prime, once for all rows, a chunk at a time: flat memory
+        state = model.forward(params, cfg, context[i:min(i + CHUNK, len(context) - 1), None], state).state  # (T, 1)
+    state = [tuple(np.repeat(s, n, axis=0) for s in layer) for layer in state]  # (n, H) each
     banned = [] if allow_unk else [UNK]
     if mode == Mode.STREAM:
         banned.append(EOS)  # stream text never ends
@@ -143,8 +158,11 @@ def generate(
                     break
         if live is not None:
             live(vocab.decode(block[:, 0]))
-        chunks.append(block)
+        if keep:
+            chunks.append(block)
         t += len(block)
+    if not keep:  # shown already and not kept, so that memory stays flat however long it runs
+        return Samples([], prime_unk, n)
     out = np.concatenate(chunks)  # (steps, n)
     texts = []
     for b in range(n):

@@ -3,7 +3,9 @@ hostile files are refused in one line by every command and never unpickled; a fa
 never loses the checkpoint that was there."""
 
 import json
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -296,11 +298,59 @@ def test_unwritable_folder_is_an_error_line(tmp_path, capsys, monkeypatch, names
     def no_temp(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(checkpoint.tempfile, "mkstemp", no_temp)
+    monkeypatch.setattr(checkpoint.os, "open", no_temp)  # creating the temporary file
     code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path / "m.npz", *TINY_H8_4STEPS)
     assert error_line(code, err).startswith(f"Error: {tmp_path / 'm.npz'}: cannot save the checkpoint")
 
 
+@pytest.mark.hostile(5)
+@pytest.mark.parametrize("sig,code,said", [(signal.SIGINT, 130, "Error: interrupted"),
+                                           (signal.SIGTERM, 143, "Error: stopped by SIGTERM"),
+                                           (signal.SIGHUP, 129, "Error: stopped by SIGHUP")])
+@pytest.mark.parametrize("command", ["import", "export"])
+def test_a_signal_during_a_save_leaves_no_temporary_file(tmp_path, capsys, monkeypatch, good, command, sig, code,
+                                                         said):
+    import safetensors.numpy
+
+    exported = tmp_path / "n.safetensors"
+    assert run(capsys, "export", good / "names.npz", exported)[0] == 0
+    module, name = (checkpoint.np, "savez") if command == "import" else (safetensors.numpy, "save_file")
+    real = getattr(module, name)
+
+    def signalled(f, *args, **kw):
+        real(f, *args, **kw)  # every byte written; the signal comes before the rename
+        os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(module, name, signalled)
+    target = tmp_path / ("m.npz" if command == "import" else "m.safetensors")
+    args = ["import", exported, "--out", target] if command == "import" else ["export", good / "names.npz", target]
+    got, _, err = run(capsys, *args)
+    assert got == code and error_line(1, err) == said, err
+    assert not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["n.safetensors"]
+
+
+@pytest.mark.hostile(5)
+@pytest.mark.parametrize("at_save,said", [(1, "no checkpoint was written ({ck} does not exist)"),
+                                          (2, "{ck} holds the evaluation at step 2")])
+def test_ctrl_c_twice_during_a_save_says_what_the_checkpoint_holds(tmp_path, capsys, monkeypatch, names_x3_file,
+                                                                    at_save, said):
+    ck = tmp_path / "m.npz"
+    real, saves = np.savez, []
+
+    def second_ctrl_c(f, **arrays):
+        saves.append(1)
+        real(f, **arrays)
+        if len(saves) == at_save:
+            raise KeyboardInterrupt  # what the training's signal handler raises on a second Ctrl-C
+
+    monkeypatch.setattr(checkpoint.np, "savez", second_ctrl_c)
+    line = error_line(*run(capsys, "train", names_x3_file, "--out", ck, *TINY_H8_4STEPS)[::2])
+    assert line == "Error: interrupted twice: stopped without saving; " + said.format(ck=ck)
+    assert not list(tmp_path.glob(".m.npz.*")), "the temporary file was left behind"
+    assert ck.exists() == (at_save == 2) and (at_save == 1 or checkpoint.load(ck).meta.progress.step == 2)
+
+
+@pytest.mark.hostile(1)
 def test_train_never_replaces_what_is_not_its_own_to_replace(tmp_path, capsys, names_x3_file):
     """--out (or the default target) is replaced only when it is a charrnn checkpoint the user may
     write, not the training text, and being resumed or --force is given; anything else is one
@@ -332,6 +382,7 @@ def test_train_never_replaces_what_is_not_its_own_to_replace(tmp_path, capsys, n
     assert "write-protected" in error_line(code, err) and locked.read_bytes() == before
 
 
+@pytest.mark.hostile(1)
 def test_out_that_is_a_folder_says_so(tmp_path, capsys, names_x3_file):
     code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path, *TINY_H8_4STEPS)
     assert f"is a folder; give the checkpoint a file name, e.g. --out {tmp_path / 'names.npz'}" in error_line(code, err)

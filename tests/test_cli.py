@@ -236,6 +236,7 @@ def test_sample_imports_only_what_sampling_needs(names_ckpt):
     assert r.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.hostile(5)
 def test_version_and_short_help(capsys):
     from charrnn import __version__
 
@@ -276,6 +277,7 @@ def test_blas_threads_default_to_one_and_follow_threads(tmp_path, names_x4_file)
     assert re.search(r"threads\s+1 BLAS", r.stdout), r.stdout
 
 
+@pytest.mark.hostile(4)
 def test_paths_and_strings_from_files_are_printed_as_text(tmp_path, capsys, names_x4_file):
     """rich markup in a file name or in a checkpoint's metadata is shown, not interpreted (nor
     allowed to crash), and control characters never reach the terminal raw."""

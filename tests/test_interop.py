@@ -314,6 +314,7 @@ def test_pytorch_bidirectional_computes_the_same_logits(cell, activation):
     assert np.abs(theirs - model.forward(params, cfg, x).logits).max() < 1e-5
 
 
+@pytest.mark.hostile(1)
 def test_import_and_show_html_never_replace_other_files(tmp_path, capsys):
     path, _ = exported(tmp_path, capsys)
     trained = tmp_path / "model.npz"  # the checkpoint it was exported from: must survive

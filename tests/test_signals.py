@@ -14,6 +14,7 @@ from helpers import ENV, flat, run
 from charrnn import checkpoint
 
 
+@pytest.mark.hostile(5)
 @pytest.mark.parametrize("sig,code,name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM"),
                                            (signal.SIGHUP, 129, "SIGHUP")])
 def test_real_signal_saves_and_resumes(tmp_path, capsys, names_x3_file, sig, code, name):
@@ -45,12 +46,14 @@ def test_real_signal_saves_and_resumes(tmp_path, capsys, names_x3_file, sig, cod
     assert np.array_equal(resumed.train_losses[:step], stopped.train_losses)
 
 
+@pytest.mark.hostile(5)
 def test_sample_into_a_closed_pipe_is_quiet(good):
     r = subprocess.run(f"{sys.executable} -m charrnn sample {good / 'prose.npz'} -n 50 --length 400 | head -c 10",
                        shell=True, capture_output=True, text=True, timeout=60, env=ENV)
     assert "Traceback" not in r.stderr and "Error" not in r.stderr
 
 
+@pytest.mark.hostile(5)
 def test_closed_pipe_exits_0_and_ctrl_c_during_a_live_sample_exits_130(tmp_path, good):
     r = subprocess.run(f"{sys.executable} -m charrnn sample {good / 'prose.npz'} --length 200000 | head -c 10; "
                        "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True, text=True,
