@@ -148,8 +148,9 @@ def train(
     steps: Optional[int] = typer.Option(None, help="Stop after this many steps in all (0: no limit)."),
     epochs: Optional[float] = typer.Option(
         None, help="Stop after this many passes over the training text (0: no limit)."),
-    time_minutes: Optional[float] = typer.Option(
-        None, "--time", help="Stop this run after this many minutes (0: no limit; a resumed run keeps the limit)."),
+    time_minutes: Optional[str] = typer.Option(
+        None, "--time", metavar="MINUTES", help="Stop this run after this many minutes, or 90s, 2m, 1h (0: no limit; "
+        "a resumed run keeps the limit)."),
     eval_every: Optional[int] = typer.Option(
         None, help="Steps between validation, sample preview and checkpoint save."),
     patience: Optional[int] = typer.Option(

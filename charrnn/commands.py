@@ -78,7 +78,10 @@ def check_train_options(o: dict[str, Any]) -> None:
     """Refuse impossible option values before reading a text or a checkpoint: the configs'
     own checks, on what the user gave (the rest at its defaults)."""
     from charrnn import data
+    from charrnn.config import minutes
 
+    if o.get("time_minutes") is not None:
+        o["time_minutes"] = minutes(o["time_minutes"])
     TrainConfig(**{k: o[k] for k in TRAIN_FIELDS if o.get(k) is not None})
     ModelConfig(3, **{k: o[k] for k in MODEL_FIELDS if o.get(k) is not None})
     data.check_decoding(o["encoding"], o["errors"])
@@ -646,7 +649,13 @@ def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: 
     from charrnn import data, report
     from charrnn.score import evaluate
 
-    ck = checkpoint.load(ckpt)
+    try:
+        ck = checkpoint.load(ckpt)
+    except CharrnnError:
+        if Path(text_file).suffix == ".npz" and Path(ckpt).suffix != ".npz":
+            raise CharrnnError(f"{ckpt} is not a checkpoint and {text_file} looks like one: the arguments look "
+                               f"swapped; try  charrnn eval {text_file} {ckpt}") from None
+        raise
     text = data.read_text(text_file, encoding, errors)
     mode = ck.meta.mode
     if mode == Mode.LINES:

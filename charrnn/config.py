@@ -149,6 +149,19 @@ def option(field_name: str) -> str:
     return "--" + {"time_minutes": "time"}.get(field_name, field_name).replace("_", "-")
 
 
+def minutes(value: float | str) -> float:
+    """--time in minutes: a number (minutes), or one with a unit, as in 90s, 2m, 1.5h."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = value.strip().lower()
+    scale = {"s": 1 / 60, "m": 1.0, "h": 60.0}.get(text[-1:], None)
+    try:
+        return float(text[:-1] if scale else text) * (scale or 1.0)
+    except ValueError:
+        raise OptionError(f"--time must be minutes (2.5) or a duration with a unit (90s, 2m, 1h), not {value!r}"
+                          ) from None
+
+
 def plural(n: float, word: str) -> str:
     """'1 evaluation', '5 evaluations', '2,000 steps', '0.5 minutes': a count with its word."""
     number = f"{n:,}" if isinstance(n, int) else f"{n:,g}"

@@ -51,6 +51,20 @@ def check_decoding(encoding: str, errors: str) -> None:
         raise CharrnnError(f"--errors must be strict, replace or ignore, not {errors!r}")
 
 
+def utf16_guess(head: bytes) -> str:
+    """'utf-16' (with a byte-order mark), 'utf-16-le' or 'utf-16-be' when the bytes look like UTF-16 text,
+    else '': a mark, or NULs at nearly every other byte (ASCII-range text in two bytes a character)."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "utf-16"
+    pairs = len(head) // 2
+    if pairs < 2:
+        return ""
+    for name, nul_at in (("utf-16-le", 1), ("utf-16-be", 0)):
+        if head[nul_at::2].count(0) >= 0.9 * pairs and head[1 - nul_at::2].count(0) <= 0.1 * pairs:
+            return name
+    return ""
+
+
 def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "strict") -> str:
     """The file's text with universal newlines (CRLF and CR become LF), or a clear error."""
     check_decoding(encoding, errors)
@@ -64,7 +78,9 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8", errors: str = "s
     if not raw:
         raise CharrnnError(f"{p}: the file is empty")
     if b"\x00" in raw[:65536] and encoding.lower().replace("-", "") in ("utf8", "ascii", "latin1"):
-        raise CharrnnError(f"{p}: looks like a binary file (it contains NUL bytes), not text")
+        wide = utf16_guess(raw[:65536])
+        raise CharrnnError(f"{p}: looks like UTF-16 text: pass --encoding {wide}" if wide else
+                           f"{p}: looks like a binary file (it contains NUL bytes), not text")
     try:
         text = raw.decode(encoding, errors)
     except UnicodeDecodeError as e:

@@ -381,3 +381,25 @@ def test_quick_parse_leaves_the_unusual_to_typer(args):
     from charrnn.cli import app, quick_parse
 
     assert quick_parse(typer.main.get_command(app).commands["sample"], args) is None
+
+
+@pytest.mark.parametrize("given, minutes", [("90s", 1.5), ("2m", 2.0), ("0.5h", 30.0), ("0.25", 0.25)])
+def test_time_takes_minutes_or_a_duration_with_a_unit(tmp_path, capsys, names_x4_file, given, minutes):
+    """#19 item 11: `--time 2m` was the validation library's 'Input should be a valid number'."""
+    out = tmp_path / "m.npz"
+    code, _, err = run(capsys, "train", names_x4_file, "--out", out, "--time", given, "--steps", 1,
+                       "--hidden-size", 8, "-q")
+    assert code == 0, err
+    assert checkpoint.load(out).meta.train.time_minutes == minutes
+
+
+def test_time_that_is_no_duration_says_what_is(capsys, names_x4_file):
+    code, _, err = run(capsys, "train", names_x4_file, "--time", "2x")
+    assert code == 2
+    want = "Error: --time must be minutes (2.5) or a duration with a unit (90s, 2m, 1h), not '2x'"
+    assert error_line(code, err) == want
+
+
+def test_eval_with_its_arguments_swapped_says_so(capsys, names_ckpt, names_x4_file):
+    code, _, err = run(capsys, "eval", names_x4_file, names_ckpt)
+    assert error_line(code, err).endswith(f"the arguments look swapped; try  charrnn eval {names_ckpt} {names_x4_file}")

@@ -249,3 +249,16 @@ def test_min_count_that_keeps_nothing_is_explained(tmp_path, capsys):
     path.write_text("abcdefghij")
     code, _, err = run(capsys, "train", path, "--out", tmp_path / "m.npz", "--min-count", "2", *TINY_H8_4STEPS)
     assert "--min-count" in error_line(code, err)
+
+
+@pytest.mark.parametrize("encoding, hint", [("utf-16", "utf-16"), ("utf-16-le", "utf-16-le"),
+                                            ("utf-16-be", "utf-16-be")])
+def test_a_utf16_file_is_not_called_binary(tmp_path, capsys, encoding, hint):
+    """#19 item 12: the NUL bytes of UTF-16 text point to --encoding, not to 'binary'."""
+    p = tmp_path / "wide.txt"
+    p.write_bytes("anna\nbob\ncarla\n".encode(encoding) * 20)
+    code, _, err = run(capsys, "train", p, "--steps", 1)
+    assert error_line(code, err) == f"Error: {p}: looks like UTF-16 text: pass --encoding {hint}"
+    code, _, err = run(capsys, "train", p, "--steps", 1, "--hidden-size", 8, "--encoding", hint, "-q",
+                       "--out", tmp_path / "m.npz")
+    assert code == 0, err
