@@ -3,8 +3,15 @@
 The texts and training options behind them are in helpers.py.
 """
 
+import signal
+
 import pytest
 from helpers import NAMES_X3, NAMES_X4, PROSE_X4, PROSE_X6, TINY_H8_4STEPS, TINY_H16_12STEPS, run, run_quietly
+
+# A test run started in the background by a shell without job control inherits SIGINT ignored, and
+# so would every charrnn it starts: the Ctrl-C tests need it delivered as a terminal delivers it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # tests/fixtures/ holds fixture checkpoints and the script that wrote them (make_v1.py), not tests
 collect_ignore = ["fixtures"]

@@ -32,7 +32,7 @@ BAD_TEXTS = {
                "looks like a binary file (it contains NUL bytes), not text"),
     "latin-1": ("caf\xe9\nna\xefve\nse\xf1or\n".encode("latin-1"),
                 "not valid utf-8 (byte 3): pass --encoding (e.g. latin-1) or --errors replace"),
-    "utf-16": ("hello\nworld\n".encode("utf-16"), "looks like a binary file (it contains NUL bytes), not text"),
+    "utf-16": ("hello\nworld\n".encode("utf-16"), "looks like UTF-16 text: pass --encoding utf-16"),
 }
 
 
