@@ -50,23 +50,12 @@ class Model:
                              prime=prime, rng=np.random.default_rng(seed)).texts
 
     def score(self, text: str) -> float:
-        """Mean loss in nats per character of `text` (per hidden character for a bidirectional model)."""
-        from charrnn import data
-        from charrnn.score import evaluate, masked_loss
+        """Mean loss in nats per character of `text` (per hidden character for a bidirectional model), as
+        `charrnn eval` reports it."""
+        from charrnn.score import encode_text, text_loss
 
-        ck = self.checkpoint
-        if ck.meta.mode == Mode.LINES:
-            ids, _ = data.encode_lines(text, ck.vocab)
-            starts = data.line_starts(ids)
-        else:
-            ids, _ = ck.vocab.encode(text)
-            starts = np.zeros(0, np.int64)
-        if len(ids) < 2:
-            raise CharrnnError("the text needs at least 2 characters to score")
-        if ck.cfg.bidirectional:
-            t = ck.meta.train
-            return masked_loss(ck.sampling_params, ck.cfg, ck.meta.mode, ids, starts, t.seq_len, t.mask_rate)
-        return evaluate(ck.sampling_params, ck.cfg, ck.meta.mode, ids, starts, seq_len=ck.meta.train.seq_len)
+        ids, starts, _ = encode_text(self.checkpoint, text)
+        return text_loss(self.checkpoint, ids, starts)
 
     def fill(self, text: str, blank: str = "_") -> str:
         """`text` with every `blank` filled in, as `charrnn fill`."""

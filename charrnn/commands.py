@@ -92,7 +92,7 @@ def resolve_configs(o: dict[str, Any], explicit: set[str], corpus: Corpus) -> tu
     Returns the configs and the names of the values chosen from the corpus."""
     from charrnn.config import auto_settings
 
-    auto = auto_settings(corpus.mode, len(corpus.train), o.get("optimizer") or "adam")
+    auto = auto_settings(corpus.mode, len(corpus.train), o.get("optimizer") or "adam", bool(o.get("bidirectional")))
     stop_given = bool(set(STOPS) & explicit)
     chosen: set[str] = set()
     values = {}
@@ -647,7 +647,7 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
 
 def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: str) -> int:
     from charrnn import data, report
-    from charrnn.score import evaluate
+    from charrnn.score import encode_text, text_loss
 
     try:
         ck = checkpoint.load(ckpt)
@@ -658,19 +658,11 @@ def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: 
         raise
     text = data.read_text(text_file, encoding, errors)
     mode = ck.meta.mode
-    if mode == Mode.LINES:
-        ids, unk = data.encode_lines(text, ck.vocab)
-        starts = data.line_starts(ids)
-        chars = int(len(ids))
-    else:
-        ids, unk = ck.vocab.encode(text)
-        starts = np.zeros(0, np.int64)
-        if len(ids) < 2:
-            raise CharrnnError(f"{text_file}: needs at least 2 characters to score")
-        chars = int(len(ids)) - 1  # the first character is context, not predicted
+    ids, starts, unk = encode_text(ck, text, str(text_file))
+    chars = len(ids) if mode == Mode.LINES else len(ids) - 1  # a stream's first character is context, not predicted
     if ck.cfg.bidirectional:
-        return _eval_masked(ck, text_file, ids, starts, int(unk), as_json)
-    loss = evaluate(ck.sampling_params, ck.cfg, mode, ids, starts, seq_len=ck.meta.train.seq_len)
+        return _eval_masked(ck, text_file, ids, starts, unk, as_json)
+    loss = text_loss(ck, ids, starts)
     fig = report.loss_figures(loss)
     result = {**fig, "chars": chars, "unk_chars": int(unk), "mode": mode.value, "file": str(text_file)}
     if as_json:
@@ -690,10 +682,10 @@ def _eval_masked(ck: checkpoint.Checkpoint, text_file: Path, ids: np.ndarray, st
     """eval of a bidirectional model: the masked-character loss (characters hidden by a fixed seed, as
     in training) and the fill accuracy with one character blanked per line or at spread positions."""
     from charrnn import fill, report
-    from charrnn.score import masked_loss
+    from charrnn.score import text_loss
 
     mode, cfg = ck.meta.mode, ck.meta.train
-    loss = masked_loss(ck.sampling_params, ck.cfg, mode, ids, starts, cfg.seq_len, cfg.mask_rate, seed=0)
+    loss = text_loss(ck, ids, starts)
     acc, n = fill.accuracy(ck, mode, ids, starts)
     fig = report.loss_figures(loss)
     result = {**fig, "objective": "masked", "fill_accuracy": acc, "fill_blanks": n, "unk_chars": unk,

@@ -179,16 +179,18 @@ AUTO_LR: dict[str, dict[Mode, float]] = {
 }
 
 
-def auto_settings(mode: Mode, train_chars: int, optimizer: str = "adam") -> dict[str, Any]:
+def auto_settings(mode: Mode, train_chars: int, optimizer: str = "adam", bidirectional: bool = False
+                  ) -> dict[str, Any]:
     """Defaults chosen from the data, for every option the user leaves out.
 
     Measured on names.txt and tiny-shakespeare (see benchmarks/quality.py): small line
     lists want a small, fast model; running text wants more capacity as it grows. The
-    learning rate is the optimizer's own (AUTO_LR)."""
+    learning rate is the optimizer's own (AUTO_LR). A bidirectional line model, which learns
+    only from its hidden characters, fills names better with less dropout (benchmarks/README.md)."""
     lr = AUTO_LR.get(optimizer, AUTO_LR["adam"])[Mode(mode)]
     if mode == Mode.LINES:
-        return dict(cell="lstm", hidden_size=256, layers=1, dropout=0.3, seq_len=64, batch_size=64,
-                    lr=lr, eval_every=200, patience=5, epochs=30.0)
+        return dict(cell="lstm", hidden_size=256, layers=1, dropout=0.1 if bidirectional else 0.3, seq_len=64,
+                    batch_size=64, lr=lr, eval_every=200, patience=5, epochs=30.0)
     if train_chars < 200_000:
         size = dict(hidden_size=128, layers=1, dropout=0.0)
     elif train_chars < 3_000_000:

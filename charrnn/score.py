@@ -14,12 +14,17 @@ where each character stands in the text:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from charrnn import model
 from charrnn.config import Mode, ModelConfig
-from charrnn.data import Batch, lines_batch, masked_batch
+from charrnn.data import Batch, encode_lines, line_starts, lines_batch, masked_batch
+from charrnn.errors import CharrnnError
+
+if TYPE_CHECKING:
+    from charrnn.checkpoint import Checkpoint
 
 LINE_BATCH_CELLS = 65536  # T * B of one lines batch at most: bounds the logits' memory
 
@@ -153,3 +158,24 @@ def evaluate(
     lp = log_probs(params, cfg, mode, ids, starts, seq_len, batch_size)
     scored = lp[~np.isnan(lp)]
     return float(-scored.sum()) / len(scored)
+
+
+def encode_text(ck: Checkpoint, text: str, name: str = "the text") -> tuple[np.ndarray, np.ndarray, int]:
+    """A text as `ck` reads it: (ids, line starts, characters not in its vocabulary). Lines: every line
+    with its <EOS>; stream: one run of characters, at least 2 (the first is context only)."""
+    if ck.meta.mode == Mode.LINES:
+        ids, unk = encode_lines(text, ck.vocab)
+        return ids, line_starts(ids), int(unk)
+    ids, unk = ck.vocab.encode(text)
+    if len(ids) < 2:
+        raise CharrnnError(f"{name}: needs at least 2 characters to score")
+    return ids, np.zeros(0, np.int64), int(unk)
+
+
+def text_loss(ck: Checkpoint, ids: np.ndarray, starts: np.ndarray) -> float:
+    """The best weights' mean loss on encoded text, what `charrnn eval` and `Model.score` report: nats
+    per character, or for a bidirectional model per hidden character (hidden as in training, fixed seed)."""
+    t = ck.meta.train
+    if ck.cfg.bidirectional:
+        return masked_loss(ck.sampling_params, ck.cfg, ck.meta.mode, ids, starts, t.seq_len, t.mask_rate, seed=0)
+    return evaluate(ck.sampling_params, ck.cfg, ck.meta.mode, ids, starts, seq_len=t.seq_len)
