@@ -89,3 +89,10 @@ def test_backend_candidates_script_runs():
     rates = [float(line.split()[-2].replace(",", "")) for line in run.stdout.splitlines() if "chars/s" in line]
     assert len(rates) == 2 and min(rates) > 0  # the two thread placements of a whole training step
     assert "whole" in run.stdout and "charrnn LSTM cell" in run.stdout
+
+
+def test_neighbours_experiment_gradients_agree_with_finite_differences():
+    run = subprocess.run([sys.executable, str(BENCH.parent / "neighbors.py"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "largest error" in run.stdout
