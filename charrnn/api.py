@@ -37,8 +37,9 @@ class Model:
 
     def sample(self, n: int = 10, temperature: float = 1.0, length: int | None = None, prime: str = "",
                seed: int | None = None, top_k: int = 0, top_p: float = 1.0, novel: bool | None = None) -> list[str]:
-        """n samples, as `charrnn sample` makes them (line models: new lines first by default)."""
-        from charrnn.sample import check_options, generate_from
+        """n samples, as `charrnn sample` makes them (line models: new lines first by default), generated
+        in batches of sample.BATCH as the command does, so working memory does not grow with n."""
+        from charrnn.sample import BATCH, check_options, generate_from
 
         ck = self.checkpoint
         if ck.cfg.bidirectional:
@@ -46,8 +47,12 @@ class Model:
         if length is None:
             length = ck.meta.train.seq_len if ck.meta.mode == Mode.LINES else 500
         check_options(temperature, top_k, top_p, n, length, seed)
-        return generate_from(ck, n, novel, length=length, temperature=temperature, top_k=top_k, top_p=top_p,
-                             prime=prime, rng=np.random.default_rng(seed)).texts
+        rng = np.random.default_rng(seed)
+        texts: list[str] = []
+        for done in range(0, n, BATCH):
+            texts += generate_from(ck, min(BATCH, n - done), novel, length=length, temperature=temperature,
+                                   top_k=top_k, top_p=top_p, prime=prime, rng=rng).texts
+        return texts
 
     def score(self, text: str) -> float:
         """Mean loss in nats per character of `text` (per hidden character for a bidirectional model), as

@@ -44,3 +44,15 @@ def test_import_charrnn_stays_light():
     code = "import sys, charrnn; print('numpy' in sys.modules, 'charrnn.api' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.split() == ["False", "False"], r.stderr
+
+
+def test_sample_runs_in_batches_like_the_command(capsys, names_ckpt, monkeypatch):
+    """Model.sample(n) generates BATCH at a time as `charrnn sample` does: the same names, and
+    working memory that does not grow with n."""
+    from charrnn import commands, sample
+
+    monkeypatch.setattr(sample, "BATCH", 3)
+    monkeypatch.setattr(commands, "BATCH", 3)
+    code, cli_out, _ = run(capsys, "sample", names_ckpt, "-n", "7", "--seed", "1", "--allow-seen")
+    assert code == 0
+    assert charrnn.load(names_ckpt).sample(7, seed=1, novel=False) == cli_out.splitlines()
