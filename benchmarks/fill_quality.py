@@ -4,6 +4,7 @@ model's exact whole-line scoring, through the CLI and the library as a user woul
     python benchmarks/fill_quality.py                       # names, 5 min per model (~11 min)
     python benchmarks/fill_quality.py --minutes 0.05        # a smoke
     python benchmarks/fill_quality.py --workdir runs/fill   # keep the checkpoints (reused if there)
+    python benchmarks/fill_quality.py --task shakespeare --minutes 15   # tiny-shakespeare (~17 min)
 
 names: the split of benchmarks/quality.py (1,000 random names held out, seed 3407). Both models
 train on the rest with default settings and `--time MINUTES` (the forward one exactly as
@@ -17,6 +18,11 @@ random position blanked (fixed seed); reported: top-1 fill accuracy of
 with names per second of both models (batched, in process), and for spans: 3 consecutive
 letters blanked in names of 5+ letters, the rate at which the whole span is exactly right
 (forward: beam search of 8; bidirectional: surest blank first).
+
+shakespeare: both models train at the same time (one BLAS thread each, one per core) on
+tinyshakespeare.txt with `--val-fraction 0.1`, so the last 10 % is held out; 2,000 windows of 64
+characters spread through that tail get one random position blanked each (fill.blank_one_each);
+the count baseline is the same two-characters-each-side table, from the first 90 %.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn import checkpoint, fill
+from charrnn.config import Mode
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPAN = 3
@@ -78,12 +85,69 @@ def timed_fill_each(ck: checkpoint.Checkpoint, texts: list[np.ndarray], position
     return got, time.perf_counter() - t0
 
 
+def shakespeare(minutes: float, work: Path) -> dict:
+    path = DATA / "tinyshakespeare.txt"
+    procs, load0 = [], os.getloadavg()[0]
+    for kind, extra in (("forward", []), ("bidirectional", ["--bidirectional"])):
+        ckpt = work / f"shakespeare-{kind}.npz"
+        if not ckpt.exists():
+            procs.append(subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(path), "-o", str(ckpt),
+                                           "--time", str(minutes), "--val-fraction", "0.1", "--threads", "1",
+                                           "--quiet", *extra], stdout=subprocess.DEVNULL))
+    if any(p.wait() for p in procs):
+        raise SystemExit("training failed")
+    runs = {kind: checkpoint.load(work / f"shakespeare-{kind}.npz") for kind in ("forward", "bidirectional")}
+    text = path.read_text(encoding="utf-8")
+    vocab = runs["forward"].vocab
+    ids, _ = vocab.encode(text)  # one id per character in stream mode
+    n_val = int(len(ids) * 0.1)
+    texts, positions = fill.blank_one_each(Mode.STREAM, ids[len(ids) - n_val :], np.zeros(0, np.int64), 64,
+                                           seed=0, spread=2000)
+    truth = np.array([t[p] for t, p in zip(texts, positions, strict=True)])
+    two: dict[str, Counter] = {}
+    one: dict[str, Counter] = {}
+    train = text[: len(ids) - n_val]
+    for i in range(2, len(train) - 2):
+        two.setdefault(train[i - 2 : i] + train[i + 1 : i + 3], Counter())[train[i]] += 1
+        one.setdefault(train[i - 1] + train[i + 1], Counter())[train[i]] += 1
+    every = Counter(train).most_common(1)[0][0]
+    right = 0
+    for t, p, want in zip(texts, positions, truth, strict=True):
+        s = "".join(vocab.token(int(i)) for i in t)
+        key2, key1 = s[max(0, p - 2) : p] + s[p + 1 : p + 3], s[p - 1 : p] + s[p + 1 : p + 2]
+        table = two.get(key2) if len(key2) == 4 else None
+        guess = (table or one.get(key1) or Counter(every)).most_common(1)[0][0]
+        right += guess == vocab.token(int(want))
+    result: dict = {"minutes": minutes, "positions": len(texts), "load_average_start": load0,
+                    "count_baseline": right / len(texts)}
+    for kind, ck in runs.items():
+        got, seconds = timed_fill_each(ck, texts, positions)
+        result[kind] = {"accuracy": float((got == truth).mean()), "windows_per_s": len(texts) / seconds,
+                        "steps": ck.meta.progress.step, "best_val_loss": ck.meta.best_val_loss}
+    result["load_average_end"] = os.getloadavg()[0]
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5.0, help="training time of each model")
     ap.add_argument("--workdir", type=Path, help="keep split files and checkpoints here (reused when present)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--task", choices=["names", "shakespeare"], default="names")
     a = ap.parse_args()
+    if a.task == "shakespeare":
+        with tempfile.TemporaryDirectory() as tmp:
+            work = a.workdir or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            r = shakespeare(a.minutes, work)
+        print(json.dumps(r, indent=2))
+        f, b = r["forward"], r["bidirectional"]
+        print(f"count baseline {r['count_baseline']:.1%}; forward exact {f['accuracy']:.1%} at "
+              f"{f['windows_per_s']:,.0f} windows/s; bidirectional {b['accuracy']:.1%} at {b['windows_per_s']:,.0f} "
+              f"windows/s")
+        if a.json:
+            a.json.write_text(json.dumps(r, indent=2))
+        return
     if not (DATA / "names.txt").exists():
         print(f"skipped: {DATA / 'names.txt'} not found")
         return
