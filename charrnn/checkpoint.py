@@ -374,7 +374,8 @@ def load(path: str | os.PathLike) -> Checkpoint:
                     raise _bad(path, f"the config has {cfg.layers} layers but the file has only "
                                      f"{len(members)} arrays")
                 del members["meta"]
-                shapes = param_shapes(cfg)
+                stack = layer_specs(cfg)
+                shapes = param_shapes(cfg, stack)
                 problem = next(filter(None, (declared_problem(k, a, cfg, shapes, info) for k, a in members.items())),
                                "")
                 if problem:
@@ -390,8 +391,7 @@ def load(path: str | os.PathLike) -> Checkpoint:
     def group(prefix: str) -> dict[str, np.ndarray]:
         return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
-    stack = layer_specs(cfg)
-    shapes = param_shapes(cfg, stack)  # every array's dtype and shape are checked already (declared_problem)
+    # every array's dtype and shape are checked already (declared_problem), against these `shapes`
     params, best = group("param."), group("best.") or None
     for name, ps in (("param", params), ("best", best)):
         if ps is None:

@@ -444,12 +444,12 @@ def main(argv: list[str] | None = None) -> None:
 
     from charrnn.errors import CharrnnError, OptionError, visible
 
+    args = sys.argv[1:] if argv is None else argv
     if "numpy" not in sys.modules and not any(v in os.environ for v in BLAS_THREADS):  # BLAS reads them once, at load
-        n = blas_threads(sys.argv[1:] if argv is None else argv)
+        n = blas_threads(args)
         os.environ.update({v: str(n) for v in BLAS_THREADS})
 
     command = typer.main.get_command(app)
-    args = sys.argv[1:] if argv is None else argv
     try:
         quick = quick_parse(command.commands["sample"], args[1:]) if args[:1] == ["sample"] else None  # type: ignore[attr-defined]
         if quick is not None:

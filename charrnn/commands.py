@@ -82,6 +82,8 @@ def check_train_options(o: dict[str, Any]) -> None:
 
     if o.get("time_minutes") is not None:
         o["time_minutes"] = minutes(o["time_minutes"])
+    if o.get("threads", 1) < 1:
+        raise OptionError(f"--threads must be at least 1, not {o['threads']}")
     TrainConfig(**{k: o[k] for k in TRAIN_FIELDS if o.get(k) is not None})
     ModelConfig(3, **{k: o[k] for k in MODEL_FIELDS if o.get(k) is not None})
     data.check_decoding(o["encoding"], o["errors"])
@@ -414,8 +416,6 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
     from charrnn import data, report
 
     check_train_options(o)
-    if o.get("threads", 1) < 1:
-        raise OptionError(f"--threads must be at least 1, not {o['threads']}")
     resume = checkpoint.load(o["resume"]) if o["resume"] else None
     target = checkpoint_target(o)
     text_file = Path(o["text_file"])
@@ -502,7 +502,7 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
         prime = data.read_text(prime_file, "utf-8", "strict")
     ck = checkpoint.load(ckpt)
     if prime_file is not None and ck.meta.mode == Mode.LINES:  # the file's last line end ends the line: not a character
-        prime = prime.removesuffix("\n").removesuffix("\r")
+        prime = prime.removesuffix("\n")  # read_text has turned CRLF into LF
     if ck.cfg.bidirectional:
         raise CharrnnError(f"{ckpt} is a bidirectional model: it fills in missing characters rather than "
                            f"writing text; try  charrnn fill {ckpt} 'th_ qu_ck'")
@@ -512,7 +512,7 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
     if length is None:
         length = ck.meta.train.seq_len if mode == Mode.LINES else 500
     rng = np.random.default_rng(seed)
-    stream = mode == Mode.STREAM and not as_json  # running text: the first sample shown as it grows
+    stream = mode == Mode.STREAM and not as_json  # running text: the first sample printed as it grows
     rows = min(num, BATCH)
     limits.require(sampling_bytes(ck.cfg, rows, length, len(prime), kept=not (stream and num == 1)),
                    f"sampling {rows:,} × {length:,} characters" + (" at a time" if num > rows else ""))
@@ -522,7 +522,7 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
         label_t = t if len(temps) > 1 else None
         if mode == Mode.LINES and labelled and not as_json:
             _write_now(sample_label(label_t) + "\n")
-        shown, generated, new, repeats = 0, 0, 0, 0
+        printed, generated, new, repeats = 0, 0, 0, 0
         for done in range(0, num, rows):  # at most BATCH samples at a time, each batch printed when ready: flat memory
             live = None
             if stream and done == 0:
@@ -539,21 +539,21 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
             texts = s.texts
             if live is not None:
                 live("\n")
-                texts = texts[1:]  # shown already (and not kept when it was the only one)
-                shown += 1
+                texts = texts[1:]  # printed already (and not kept when it was the only one)
+                printed += 1
             if as_json:
-                for k, text in enumerate(texts, shown + 1):
+                for k, text in enumerate(texts, printed + 1):
                     _write_now(json.dumps({"sample": k, "temperature": t, "text": text}, ensure_ascii=False) + "\n")
             elif stream:
-                for k, text in enumerate(texts, shown + 1):
+                for k, text in enumerate(texts, printed + 1):
                     _write_now(f"{sample_label(label_t, k, num)}\n{text}\n")
             elif texts:
                 _write_now("\n".join(texts) + "\n")
-            shown += len(texts)
+            printed += len(texts)
             generated, repeats = generated + s.generated, repeats + s.repeats
             new = new + s.novel if s.novel >= 0 and new >= 0 else -1
         if new >= 0:
-            _report_novelty(new, generated, repeats, shown, num, novel)
+            _report_novelty(new, generated, repeats, printed, num, novel)
     return 0
 
 
@@ -562,14 +562,14 @@ def _note(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _report_novelty(new: int, generated: int, repeats: int, shown: int, num: int, novel: bool | None) -> None:
+def _report_novelty(new: int, generated: int, repeats: int, printed: int, num: int, novel: bool | None) -> None:
     _note(f"novelty: {new:,} of {generated:,} generated samples ({new / max(generated, 1):.0%}) are not in the "
           f"training text{'' if novel else '; shown: new ones first (--allow-seen: no check)'}")
     if repeats:
         _note(f"Warning: only {num - repeats:,} new samples found; the last {repeats:,} are lines of the "
               "training text, empty or repeated")
-    elif shown < num:
-        _note(f"Warning: only {shown:,} novel samples found")
+    elif printed < num:
+        _note(f"Warning: only {printed:,} novel samples found")
 
 
 # ---------------------------------------------------------------- inspect

@@ -174,3 +174,14 @@ def test_prime_file_is_the_prime(tmp_path, capsys, names_ckpt):
     assert a == b and a[0] == 0
     code, _, err = run(capsys, "sample", names_ckpt, "--prime", "a", "--prime-file", tmp_path / "prime.txt")
     assert error_line(code, err) == "Error: --prime and --prime-file both give the text to start from: choose one"
+
+
+def test_novel_says_how_few_it_found(tmp_path, capsys):
+    """Greedy samples are all the same name, so at most one of five is new and distinct: --novel says so."""
+    p = tmp_path / "two.txt"
+    p.write_text("anna\nbob\n" * 30)
+    out = tmp_path / "two.npz"
+    assert run(capsys, "train", p, "--out", out, "--steps", 60, "--hidden-size", 16, "-q")[0] == 0
+    code, _, err = run(capsys, "sample", out, "-n", 5, "--novel", "--temperature", 0)
+    assert code == 0
+    assert err.splitlines()[-1] in ("Warning: only 0 novel samples found", "Warning: only 1 novel samples found")
