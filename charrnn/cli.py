@@ -307,8 +307,8 @@ def embed(
 
 @app.command(
     help="Write a checkpoint's best weights as PyTorch nn.LSTM/nn.GRU/nn.RNN + nn.Linear tensors in a "
-    ".safetensors file, with the vocabulary and config in its metadata. An existing OUT is overwritten "
-    "only if it is a .safetensors file.\n\n"
+    ".safetensors file, with the vocabulary and config in its metadata. An existing OUT is replaced "
+    "only if it is a charrnn export you may write.\n\n"
     "Example: charrnn export names.npz names.safetensors"
 )
 def export(

@@ -156,8 +156,7 @@ def checkpoint_target(o: dict[str, Any]) -> Path:
     if target.suffix != ".npz":
         raise CharrnnError(f"{target}: refusing to overwrite something that is not a .npz checkpoint; "
                            "choose another --out")
-    if not os.access(target, os.W_OK) or not target.stat().st_mode & 0o200:  # root too: 0444 means "keep"
-        raise CharrnnError(f"{target}: refusing to overwrite a write-protected file; choose another --out")
+    _refuse_if_write_protected(target, "--out")
     try:
         old = checkpoint.load(target)
     except CharrnnError:
@@ -170,6 +169,11 @@ def checkpoint_target(o: dict[str, Any]) -> Path:
             + (f", best loss {best:.4f}" if best is not None else "") + f"): continue it with --resume {target}, "
             "write elsewhere with --out, or replace it with --force")
     return target
+
+
+def _refuse_if_write_protected(target: Path, option_name: str) -> None:
+    if not os.access(target, os.W_OK) or not target.stat().st_mode & 0o200:  # root too: 0444 means "keep"
+        raise CharrnnError(f"{target}: refusing to overwrite a write-protected file; choose another {option_name}")
 
 
 def check_memory(model_cfg: ModelConfig, cfg: TrainConfig, corpus: Corpus) -> None:
@@ -790,13 +794,31 @@ def run_embed(ckpt: Path, text_file: Path, out_path: Path | None, nearest: int, 
 # ---------------------------------------------------------------- export / import
 
 
-def run_export(ckpt: Path, target: Path) -> int:
+def export_target(target: Path) -> None:
+    """As checkpoint_target for checkpoints: an existing OUT is replaced only if it is a charrnn export
+    (a .safetensors file whose metadata says so) that the user may write."""
     from charrnn import interop
 
     if target.exists() and (target.is_dir() or target.suffix != ".safetensors"):
         raise CharrnnError(f"{target}: refusing to overwrite something that is not a .safetensors file")
     if not target.parent.is_dir():
         raise CharrnnError(f"{target.parent}: no such folder")
+    if not target.exists():
+        return
+    limits.regular_file(target, "charrnn export")  # a FIFO named x.safetensors would block the read below
+    _refuse_if_write_protected(target, "OUT")
+    try:
+        ours = interop.read_header(target)[0].get("__metadata__", {}).get("format") == interop.FORMAT
+    except (interop.InteropError, OSError, AttributeError):
+        ours = False
+    if not ours:
+        raise CharrnnError(f"{target}: refusing to overwrite a file that is not a charrnn export; choose another OUT")
+
+
+def run_export(ckpt: Path, target: Path) -> int:
+    from charrnn import interop
+
+    export_target(target)
     ck = checkpoint.load(ckpt)
     export = interop.Export(ck.cfg, ck.vocab, ck.meta.mode, ck.meta.objective, ck.meta.source, ck.meta.train.seq_len)
     tensors = interop.to_torch(ck.sampling_params, ck.cfg)

@@ -111,6 +111,31 @@ def test_export_refuses_to_overwrite_other_files(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+
+@pytest.mark.hostile(1)
+def test_export_replaces_only_its_own_exports(tmp_path, capsys):
+    """#18 class 1 for exports: a .safetensors name is not enough; the file must be a charrnn export."""
+    import safetensors.numpy
+
+    make_checkpoint(tmp_path / "model.npz")
+    text = tmp_path / "text.safetensors"
+    text.write_text("keep me")
+    other = tmp_path / "other.safetensors"
+    safetensors.numpy.save_file({"w": np.ones(3, np.float32)}, str(other), metadata={"format": "pt"})
+    kept = other.read_bytes()
+    for target in (text, other):
+        code, _, err = run(capsys, "export", tmp_path / "model.npz", target)
+        assert error_line(code, err) == f"Error: {target}: refusing to overwrite a file that is not a charrnn " \
+                                        "export; choose another OUT"
+    assert text.read_text() == "keep me" and other.read_bytes() == kept
+    ours = tmp_path / "ours.safetensors"
+    assert run(capsys, "export", tmp_path / "model.npz", ours)[0] == 0
+    assert run(capsys, "export", tmp_path / "model.npz", ours)[0] == 0  # an export of ours: replaced
+    ours.chmod(0o444)
+    code, _, err = run(capsys, "export", tmp_path / "model.npz", ours)
+    assert error_line(code, err) == f"Error: {ours}: refusing to overwrite a write-protected file; choose another OUT"
+
+
 # ---------------------------------------------------------------- hostile files
 
 
