@@ -2,6 +2,11 @@
 
     python benchmarks/neighbors.py --check            # finite-difference check of the gradients (float64)
     python benchmarks/neighbors.py --minutes 5        # train, then fill one blank in each test name
+    python benchmarks/neighbors.py --minutes 5 --head 256 --dropout 0.3 --mask-rate 0.05 --anneal
+
+--head Z puts a tanh layer of width Z between [h→_{t-1} ; h←_{t+1}] and the output, so that the
+two sides can interact (without it the log-probabilities are a sum of a left and a right term);
+--anneal lets the learning rate fall linearly to 5 % over the run.
 
 charrnn's bidirectional model predicts position t from [h→_t ; h←_t] with the character at t hidden
 by <MASK>, so only the ~15 % of hidden positions are training targets. This script keeps the same
@@ -50,17 +55,36 @@ def unshifted(ds: np.ndarray, H: int) -> np.ndarray:
     return d
 
 
+def head(params, s):
+    """z = tanh(s W_z + b_z) when the model has a head (lets the two sides interact), else s."""
+    if "W_z" not in params:
+        return s
+    return np.tanh(s @ params["W_z"] + params["b_z"])
+
+
+def layers(params, cfg, x, dropout_rng=None, lengths=None):
+    """model.forward for the recurrent layers only (its output layer gets a 1-column dummy)."""
+    dummy = {"W_y": np.zeros((2 * cfg.hidden_size, 1), params["W_y"].dtype), "b_y": np.zeros(1, params["W_y"].dtype)}
+    return model.forward({**params, **dummy}, cfg, x, None, dropout_rng, lengths=lengths)
+
+
 def loss_and_grads(params, cfg, x, y, weights, lengths, dropout_rng=None):
     H = cfg.hidden_size
-    fwd = model.forward(params, cfg, x, None, dropout_rng, lengths=lengths)
+    fwd = layers(params, cfg, x, dropout_rng, lengths)
     T, B, _ = fwd.top.shape
     s = shifted(fwd.top, H).reshape(T * B, 2 * H)
-    logits = (s @ params["W_y"]).reshape(T, B, -1)
+    z = head(params, s)
+    logits = (z @ params["W_y"]).reshape(T, B, -1)
     logits += params["b_y"]
     loss, dlogits, _ = model.cross_entropy(logits, y, weights)
     dlog = dlogits.reshape(T * B, -1)
-    grads = {"W_y": s.T @ dlog, "b_y": dlog.sum(axis=0)}
-    dtop = unshifted((dlog @ params["W_y"].T).reshape(T, B, 2 * H), H)
+    grads = {"W_y": z.T @ dlog, "b_y": dlog.sum(axis=0)}
+    dz = dlog @ params["W_y"].T
+    if "W_z" in params:
+        dz *= 1 - z * z  # through tanh
+        grads["W_z"], grads["b_z"] = s.T @ dz, dz.sum(axis=0)
+        dz = dz @ params["W_z"].T
+    dtop = unshifted(dz.reshape(T, B, 2 * H), H)
     for k, run in enumerate(fwd.layers):  # one level: the left-to-right layer, then the right-to-left one
         part = np.ascontiguousarray(dtop[..., k * H : (k + 1) * H])
         layer_grads, _, _ = model.layer_backward(run, params, part)
@@ -74,10 +98,19 @@ def masked_inputs(batch, V, rate, rng):
     return x, seq.astype(np.int32), candidates.astype(np.float32), lengths
 
 
+def add_head(params, Z, V, rng):
+    H2 = params["W_y"].shape[0]
+    dt = params["W_y"].dtype
+    params["W_z"] = (rng.standard_normal((H2, Z)) / np.sqrt(H2)).astype(dt)
+    params["b_z"] = np.zeros(Z, dtype=dt)
+    params["W_y"] = (rng.standard_normal((Z, V)) / np.sqrt(Z) * 0.1).astype(dt)
+
+
 def check() -> None:
     rng = np.random.default_rng(0)
     cfg = ModelConfig(7, "lstm", 5, layers=1, dtype="float64", bidirectional=True)
     params = model.init_params(cfg, rng)
+    add_head(params, 6, 7, rng)
     T, B = 6, 3
     x = rng.integers(0, 8, (T, B)).astype(np.int32)
     y = rng.integers(0, 7, (T, B)).astype(np.int32)
@@ -95,7 +128,7 @@ def check() -> None:
             down = loss_and_grads(params, cfg, x, y, w, lengths)[0]
             p.flat[i] = old
             num = (up - down) / 2e-6
-            worst = max(worst, abs(num - grads[name].flat[i]) / (1e-4 + abs(num)))  # central differences: ~1e-10
+            worst = max(worst, abs(num - grads[name].flat[i]) / (1e-4 + abs(num)))  # round-off: ~1e-6
     print(f"largest error of {len(params)} parameters' gradients, relative to 1e-4 + |numeric|: {worst:.2e}")
     assert worst < 1e-5
 
@@ -111,9 +144,9 @@ def fill_accuracy(params, cfg, vocab, test: list[str]) -> float:
         x[: len(r), b] = r
         x[p + 1, b] = V  # the blank (never read by the positions that predict it)
     lengths = np.array([len(r) for r in rows])
-    top = model.forward(params, cfg, x, None, lengths=lengths).top
+    top = layers(params, cfg, x, lengths=lengths).top
     s = shifted(top, H)[np.array(positions) + 1, np.arange(len(rows))]  # (N, 2H)
-    logits = s @ params["W_y"] + params["b_y"]
+    logits = head(params, s) @ params["W_y"] + params["b_y"]
     logits[:, [UNK, EOS]] = -np.inf  # a blank is a character
     got = logits.argmax(axis=1)
     truth = np.array([vocab.encode(n[p])[0][0] for n, p in zip(test, positions, strict=True)])
@@ -128,6 +161,8 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--mask-rate", type=float, default=0.15)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--anneal", action="store_true", help="learning rate falls linearly to 5 %% over the time")
+    ap.add_argument("--head", type=int, default=0, help="width of a tanh layer on [h->_{t-1}; h<-_{t+1}] (0: none)")
     a = ap.parse_args()
     if a.check:
         check()
@@ -140,6 +175,8 @@ def main() -> None:
     V = len(corpus.vocab)
     cfg = ModelConfig(V, "lstm", a.hidden, layers=1, dropout=a.dropout, bidirectional=True)
     params = model.init_params(cfg, np.random.default_rng(0))
+    if a.head:
+        add_head(params, a.head, V, np.random.default_rng(4))
     opt = optim.init_state("adam", params)
     batches = Batches(corpus, 64, 64, seed=0)
     rng, drop_rng = np.random.default_rng(1), np.random.default_rng(2)
@@ -150,7 +187,8 @@ def main() -> None:
         epoch += pos == 0
         loss, grads = loss_and_grads(params, cfg, x, y, w, lengths, drop_rng if a.dropout else None)
         optim.clip_(grads, 5.0)
-        optim.step_("adam", params, grads, opt, a.lr)
+        done = (time.perf_counter() - t0) / (a.minutes * 60)
+        optim.step_("adam", params, grads, opt, a.lr * max(0.05, 1 - done) if a.anneal else a.lr)
         losses.append(loss)
         step += 1
         if step % 200 == 0:
