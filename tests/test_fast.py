@@ -23,8 +23,10 @@ CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
 
 @pytest.fixture(autouse=True)
-def restore_backend():
-    """Each test may choose a backend; the next one finds the choice it was left."""
+def restore_backend(monkeypatch):
+    """Each test may choose a backend; the next one finds the choice it was left. Tests set
+    CHARRNN_BACKEND themselves where they need it."""
+    monkeypatch.delenv(backend.ENV, raising=False)
     active = backend._active[:]
     yield
     backend._active[:] = active
@@ -152,8 +154,9 @@ def test_only_training_runs_on_the_compiled_cells(monkeypatch):
 def imports_numba(*code: str, **env: str) -> bool:
     """Whether a fresh Python running `code` (lines) ends with numba imported."""
     program = "\n".join([*code, "import sys; print('numba' in sys.modules)"])
+    base = {k: v for k, v in ENV.items() if k != backend.ENV}
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120,
-                         env=dict(ENV, **env), check=True).stdout
+                         env=dict(base, **env), check=True).stdout
     return out.split()[-1] == "True"
 
 
