@@ -105,6 +105,15 @@ def test_tanh_is_float32_accurate():
     assert np.isnan(out[0]) and list(out[1:]) == [1, -1, 0, np.float32(1e-30), 1]
 
 
+@pytest.mark.parametrize("relu", [False, True])
+def test_a_nan_stays_nan(relu):
+    """As in NumPy: a diverged run must not go on with finite numbers made from NaN."""
+    a = np.array([[np.nan, -1.0, 2.0]], dtype=np.float32)
+    h = np.empty_like(a)
+    fast.rnn_forward_step(a, np.zeros_like(a), h, relu)
+    assert np.isnan(h[0, 0]) and np.isfinite(h[0, 1:]).all()
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_training_gives_the_same_losses(cell):
     losses = {}
