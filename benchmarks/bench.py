@@ -13,6 +13,11 @@ F.cross_entropy, clip_grad_norm_ and torch.optim.Adam. The two alternate in bloc
 steps (one untimed step first, so neither inherits the other's spinning threads) and the
 table shows medians: the machine may be shared, so only side-by-side ratios mean much.
 
+With numba installed (`pip install 'charrnn[fast]'`), charrnn trains twice, alternating with
+PyTorch in the same blocks: on its NumPy cells (the `charrnn` columns) and on the compiled
+cells of charrnn/fast.py (`numba`); `--backend numpy` or `numba` times only one. Sampling
+always runs NumPy (one step at a time: charrnn does not use the compiled cells there).
+
 Both libraries get the same thread count (--threads, default: all cores): numpy's BLAS
 through the usual environment variables, set before numpy is imported, and
 torch.set_num_threads.
@@ -47,7 +52,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 
-from charrnn import cells, checkpoint, fill, model, optim, sample  # noqa: E402
+from charrnn import backend, cells, checkpoint, fill, model, optim, sample  # noqa: E402
 from charrnn.config import Mode, ModelConfig, TrainConfig  # noqa: E402
 from charrnn.data import Batch, StreamLayout, make_corpus, masked_batch  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
@@ -70,6 +75,29 @@ def load_text(path: Path) -> tuple[str, str]:
 
 def median_rate(samples: list[float]) -> float:
     return float(statistics.median(samples)) if samples else 0.0
+
+
+def numba_available() -> bool:
+    try:
+        backend.use("numba")
+    except Exception:
+        return False
+    finally:
+        backend.use("numpy")
+    return True
+
+
+def alternate(runs: dict[str, tuple[str | None, Callable[[], Any]]], reps: int, steps: int) -> dict[str, list[float]]:
+    """chars/s of each run, `reps` blocks of `steps` steps each, the runs alternating; a run
+    names the charrnn backend it needs (None for PyTorch)."""
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(reps):
+        for k, (name, step) in runs.items():
+            if name:
+                backend.use(name)
+            rates[k].append(B * T / time_block(step, steps))
+    backend.use("numpy")
+    return rates
 
 
 def time_block(step: Callable[[], Any], steps: int) -> float:
@@ -406,7 +434,16 @@ def main() -> None:
     ap.add_argument("--memory-mb", type=int, default=100, help="size of that text in MB")
     ap.add_argument("--data", type=Path, default=DATA, help="training text [default: tiny-shakespeare]")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--backend", choices=("both", "numpy", "numba"), default="both",
+                    help="charrnn's cells: NumPy, compiled (numba), or both alternating [default: both, "
+                         "NumPy only without numba]")
     args = ap.parse_args()
+    if args.backend == "numba" and not numba_available():
+        sys.exit("--backend numba: numba does not import (pip install 'charrnn[fast]')")
+    backends = [b for b in ("numpy", "numba") if args.backend in (b, "both")]
+    if args.backend == "both" and not numba_available():
+        backends = ["numpy"]
+    backend.use("numpy")
     if args.quick:
         args.reps, args.sample_chars = 1, 50
         if args.bi_configs == ",".join(BI_CONFIGS):
@@ -421,10 +458,13 @@ def main() -> None:
     print(f"charrnn vs PyTorch {torch_note}; numpy {np.__version__}; "
           f"{THREADS} threads; {platform.processor() or platform.machine()}")
     print(f"data: {source}, V = {V}; B = {B}, T = {T}, 1 layer, float32, Adam, clip norm {CLIP}")
-    print(f"float32 matmul rate (numpy, {256 if args.quick else 2048}^3): {gemm:.1f} GFLOP/s\n")
+    print(f"float32 matmul rate (numpy, {256 if args.quick else 2048}^3): {gemm:.1f} GFLOP/s")
+    fast = "numba" in backends
+    print("charrnn backends: " + ", ".join(backends) + "\n")
 
-    head = (f"{'model':<10}{'charrnn ch/s':>14}{'torch ch/s':>12}{'ratio':>7}{'% sgemm':>9}"
-            f"{'torch %':>9}{'products':>10}{'sample ch/s':>13}{'torch':>9}{'ratio':>7}")
+    head = (f"{'model':<10}{'charrnn ch/s':>14}" + (f"{'numba ch/s':>12}" if fast else "")
+            + f"{'torch ch/s':>12}{'ratio':>7}" + (f"{'numba':>7}" if fast else "")
+            + f"{'% sgemm':>9}{'torch %':>9}{'products':>10}{'sample ch/s':>13}{'torch':>9}{'ratio':>7}")
     print(head)
     print("-" * len(head))
     rows = []
@@ -434,12 +474,14 @@ def main() -> None:
         theirs = TorchRun(torch, cell, hidden, corpus) if torch else None
         per_step = time_block(ours.train_step, 1)
         steps = 2 if args.quick else max(2, int(args.block_seconds / per_step))
-        ours_rates: list[float] = []
-        theirs_rates: list[float] = []
-        for _ in range(args.reps):
-            ours_rates.append(B * T / time_block(ours.train_step, steps))
-            if theirs:
-                theirs_rates.append(B * T / time_block(theirs.train_step, steps))
+        runs: dict[str, tuple[str | None, Callable[[], Any]]] = {
+            b: (b, ours.train_step) for b in backends}  # one model: both backends train it in turn
+        if theirs:
+            runs["torch"] = (None, theirs.train_step)
+        rates = alternate(runs, args.reps, steps)
+        ours_rates, theirs_rates = rates.get("numpy", []), rates.get("torch", [])
+        numba_rates = rates.get("numba", [])
+        main_rates = ours_rates or numba_rates  # --backend numba: the charrnn columns are numba's
         ours_samples: list[float] = []
         theirs_samples: list[float] = []
         for _ in range(1 if args.quick else 5):  # alternating too
@@ -450,20 +492,25 @@ def main() -> None:
         theirs_sample = median_rate(theirs_samples) if theirs else None
         flops = useful_flops_per_char(cell, hidden, V)
         ceiling = products_only_rate(cell, hidden, V, 1 if args.quick else 9)
+        numba_rate = median_rate(numba_rates) if numba_rates else None
         row = {
             "cell": cell,
             "hidden": hidden,
             "steps_per_block": steps,
-            "charrnn_chars_per_s": median_rate(ours_rates),
+            "backend": "numpy" if ours_rates else "numba",
+            "charrnn_chars_per_s": median_rate(main_rates),
+            "numba_chars_per_s": numba_rate,
             "torch_chars_per_s": median_rate(theirs_rates) if theirs else None,
-            "ratio": median_rate(ours_rates) / median_rate(theirs_rates) if theirs else None,
-            "charrnn_fraction_of_sgemm": median_rate(ours_rates) * flops / (gemm * 1e9),
+            "ratio": median_rate(main_rates) / median_rate(theirs_rates) if theirs else None,
+            "numba_ratio": numba_rate / median_rate(theirs_rates) if theirs and numba_rate else None,
+            "charrnn_fraction_of_sgemm": median_rate(main_rates) * flops / (gemm * 1e9),
             "torch_fraction_of_sgemm": median_rate(theirs_rates) * flops / (gemm * 1e9) if theirs else None,
             "charrnn_sample_chars_per_s": ours_sample,
             "torch_sample_chars_per_s": theirs_sample,
             "sample_ratio": ours_sample / theirs_sample if theirs_sample else None,
             "products_only_chars_per_s": ceiling,
-            "charrnn_all": ours_rates,
+            "charrnn_all": main_rates,
+            "numba_all": numba_rates,
             "torch_all": theirs_rates,
         }
         rows.append(row)
@@ -471,19 +518,25 @@ def main() -> None:
         def fmt(v: float | None, spec: str) -> str:
             return "-" if v is None else format(v, spec)
 
-        print(f"{spec:<10}{fmt(row['charrnn_chars_per_s'], ',.0f'):>14}{fmt(row['torch_chars_per_s'], ',.0f'):>12}"
-              f"{fmt(row['ratio'], '.2f'):>7}{fmt(100 * row['charrnn_fraction_of_sgemm'], '.0f'):>9}"
+        print(f"{spec:<10}{fmt(row['charrnn_chars_per_s'], ',.0f'):>14}"
+              + (f"{fmt(numba_rate, ',.0f'):>12}" if fast else "")
+              + f"{fmt(row['torch_chars_per_s'], ',.0f'):>12}{fmt(row['ratio'], '.2f'):>7}"
+              + (f"{fmt(row['numba_ratio'], '.2f'):>7}" if fast else "")
+              + f"{fmt(100 * row['charrnn_fraction_of_sgemm'], '.0f'):>9}"
               f"{fmt(row['torch_fraction_of_sgemm'] and 100 * row['torch_fraction_of_sgemm'], '.0f'):>9}"
               f"{fmt(ceiling, ',.0f'):>10}"
               f"{fmt(ours_sample, ',.0f'):>13}{fmt(theirs_sample, ',.0f'):>9}{fmt(row['sample_ratio'], '.1f'):>7}",
               flush=True)
+    if fast:
+        print("\nnumba: charrnn on its compiled cells (charrnn/fast.py); ratio and numba: each over torch")
     print(f"\nmedians of {args.reps} alternating blocks; % sgemm = 6 x weights x chars/s over the matmul rate;")
     print("products: chars/s of a step that did only charrnn's matrix products (a ceiling for NumPy);")
     print(f"sampling: one stream, {args.sample_chars} characters, median of {1 if args.quick else 5} alternating runs")
     bi_rows = []
     if args.bi_configs:
         print(f"\nbidirectional, masked characters ({MASK_RATE:.0%}, spans of 1-3), H per direction, no state carried")
-        print(f"{'model':<14}{'charrnn ch/s':>14}{'torch ch/s':>12}{'ratio':>7}")
+        print(f"{'model':<14}{'charrnn ch/s':>14}" + (f"{'numba ch/s':>12}" if fast else "")
+              + f"{'torch ch/s':>12}{'ratio':>7}" + (f"{'numba':>7}" if fast else ""))
     for spec in filter(None, args.bi_configs.split(",")):
         cell, size = spec.split("-")
         hidden, layers = (int(v) for v in size.split("x"))
@@ -491,17 +544,21 @@ def main() -> None:
         bi_theirs = BiTorchRun(torch, cell, hidden, layers, bi_ours) if torch else None
         per_step = time_block(bi_ours.train_step, 1)
         steps = 2 if args.quick else max(2, int(args.block_seconds / per_step))
-        ours_rates, theirs_rates = [], []
-        for _ in range(args.reps):
-            ours_rates.append(B * T / time_block(bi_ours.train_step, steps))
-            if bi_theirs:
-                theirs_rates.append(B * T / time_block(bi_theirs.train_step, steps))
+        runs = {b: (b, bi_ours.train_step) for b in backends}
+        if bi_theirs:
+            runs["torch"] = (None, bi_theirs.train_step)
+        rates = alternate(runs, args.reps, steps)
+        ours_rates, theirs_rates = rates.get("numpy") or rates["numba"], rates.get("torch", [])
         r_ours, r_theirs = median_rate(ours_rates), median_rate(theirs_rates) if bi_theirs else None
+        r_numba = median_rate(rates["numba"]) if fast else None
         bi_rows.append({"cell": cell, "hidden": hidden, "layers": layers, "charrnn_chars_per_s": r_ours,
+                        "numba_chars_per_s": r_numba,
                         "torch_chars_per_s": r_theirs, "ratio": r_ours / r_theirs if r_theirs else None,
-                        "charrnn_all": ours_rates, "torch_all": theirs_rates})
-        print(f"bi-{spec:<11}{r_ours:>14,.0f}{'-' if r_theirs is None else format(r_theirs, ',.0f'):>12}"
-              f"{'-' if r_theirs is None else format(r_ours / r_theirs, '.2f'):>7}", flush=True)
+                        "charrnn_all": ours_rates, "numba_all": rates.get("numba", []), "torch_all": theirs_rates})
+        print(f"bi-{spec:<11}{r_ours:>14,.0f}" + (f"{r_numba:>12,.0f}" if r_numba else "")
+              + f"{'-' if r_theirs is None else format(r_theirs, ',.0f'):>12}"
+              + f"{'-' if r_theirs is None else format(r_ours / r_theirs, '.2f'):>7}"
+              + (f"{r_numba / r_theirs:>7.2f}" if r_numba and r_theirs else ""), flush=True)
     fills = {kind: fill_seconds("lstm", kind == "bidirectional", 3 if args.quick else 21)
              for kind in ("bidirectional", "forward")}
     print(f"fill one blank in a 20-character line (LSTM 1x256): bidirectional {1000 * fills['bidirectional']:.1f} ms, "
@@ -527,6 +584,7 @@ def main() -> None:
         results = {
             "threads": THREADS,
             "numpy": np.__version__,
+            "backends": backends,
             "torch": torch.__version__ if torch else None,
             "data": source,
             "vocab_size": V,

@@ -1,4 +1,5 @@
 """Experiment (not used by charrnn): would a compiled LSTM cell close the gap to PyTorch?
+(It led to charrnn/fast.py, the optional backend, whose kernels are faster than these.)
 
     pip install numba torch==2.13.0
     python benchmarks/fused_lstm.py [--hidden 256,512,128] [--reps 7]
@@ -105,10 +106,10 @@ def build_kernels(P: np.ndarray, Q: np.ndarray):
         for t in range(T):
             np.matmul(Hs0[t], W_h, out=s)
             forward_step(A[t], s, Cs0[t], Cs0[t + 1], TCs[t], Hs0[t + 1])
-        return Hs0[1:], (Hs0[-1], Cs0[-1]), (A, Hs0, Cs0, TCs, W_h)
+        return Hs0[1:], (Hs0[-1], Cs0[-1]), cells.Trace("lstm", Hs0, W_h, gates=A, Cs0=Cs0, TCs=TCs)
 
-    def lstm_backward(dH, cache):
-        A, Hs0, Cs0, TCs, W_h = cache
+    def lstm_backward(dH, tr):
+        A, Hs0, Cs0, TCs, W_h = tr.gates, tr.Hs0, tr.Cs0, tr.TCs, tr.W_h
         T, B, G = A.shape
         W_hT = np.ascontiguousarray(W_h.T)
         dA = np.empty_like(A)

@@ -33,6 +33,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from charrnn import backend
 from charrnn.config import ACTIVATIONS, CELLS  # noqa: F401  (re-exported: the cells and activations there are)
 
 # The blocks of a cell's (..., G) pre-activations, in order; each block is H wide. The
@@ -130,6 +131,8 @@ def forward(
 
     The final state is (h_T,) or, for the LSTM, (h_T, c_T). A may be overwritten.
     """
+    if A.dtype == np.float32 and (fast := backend.active()) is not None:  # compiled cells (backend.py)
+        return fast.forward(cell, A, W_h, h0, c0, activation)
     if cell == "lstm":
         assert c0 is not None
         return _lstm_forward(A, W_h, h0, c0)
@@ -140,6 +143,8 @@ def forward(
 
 def backward(dH: np.ndarray, trace: Trace) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, ...]]:
     """Returns (dA (T, B, G), dW_h (H, G), gradient of the initial state). dH is overwritten."""
+    if dH.dtype == np.float32 and (fast := backend.active()) is not None:
+        return fast.backward(dH, trace)
     if trace.cell == "lstm":
         return _lstm_backward(dH, trace)
     if trace.cell == "gru":

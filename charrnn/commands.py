@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from charrnn import checkpoint, limits
+from charrnn import backend, checkpoint, limits
 from charrnn.config import MAX_SEQ_LEN, Mode, ModelConfig, TrainConfig, option, plural
 from charrnn.errors import CharrnnError, OptionError, visible
 from charrnn.model import param_shapes, textbook_param_count, training_bytes
@@ -279,6 +279,7 @@ def config_lines(trainer: Trainer, chosen: set[str], source: str, n_params: int)
                       if "eval_every" in chosen and cfg.time_minutes else
                       "every " + v("eval_every", plural(cfg.eval_every, "step"))) + f", seed {cfg.seed}"),
         ("threads", _threads_shown()),
+        ("backend", trainer.backend),
     ]
     return [f"charrnn train [bold]{plain(source)}[/]"] + [f"[dim]{name:<12}[/] {value}" for name, value in rows]
 
@@ -597,6 +598,7 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     cell = ("bidirectional " if m.get("bidirectional") else "") + m["cell"] + (
         f" ({m['activation']})" if m["cell"] == "rnn" else "")
     out.print(f"[dim]model[/]  {cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}")
+    out.print(f"[dim]backend[/] {backend.describe(backend.load())} [dim](what training here runs on)[/]")
     out.print(f"[dim]data[/]   {d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
               + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
     vocab = "".join(shown(c) for c in s["vocab"]["chars"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charrnn import model, optim
+from charrnn import backend, model, optim
 from charrnn.checkpoint import Checkpoint, CorpusInfo, Meta, Progress, line_hashes
 from charrnn.config import Mode, ModelConfig, TrainConfig, auto_settings, plural
 from charrnn.data import Batches, Corpus, masked_batch
@@ -73,6 +73,8 @@ class Trainer:
         source: str = "",
     ) -> None:
         self.corpus, self.cfg, self.model_cfg = corpus, cfg, model_cfg
+        self.fast = backend.for_training()  # numba's compiled cells when installed (charrnn/fast.py)
+        self.backend = backend.describe(self.fast)
         self.batches = Batches(corpus, cfg.batch_size, cfg.seq_len, cfg.seed)
         cfg.batch_size, cfg.seq_len = self.batches.batch_size, self.batches.seq_len  # as fitted to the text
         self.batches_per_epoch = self.batches.per_epoch
@@ -202,12 +204,14 @@ class Trainer:
             hide_rng = np.random.default_rng([self.cfg.seed, 3, self.step])  # a function of the step: resumes exactly
             mask_id = model.input_size(self.model_cfg) - 1
             mb = masked_batch(batch, self.corpus.mode, self.cfg.mask_rate, hide_rng, mask_id)
-            loss, grads, _ = model.loss_and_grads(self.params, self.model_cfg, mb.x, mb.y, mb.weights, None,
-                                                  dropout_rng, mb.lengths)
+            with backend.running_on(self.fast):
+                loss, grads, _ = model.loss_and_grads(self.params, self.model_cfg, mb.x, mb.y, mb.weights, None,
+                                                      dropout_rng, mb.lengths)
             state = None
         else:
-            loss, grads, state = model.loss_and_grads(
-                self.params, self.model_cfg, batch.x, batch.y, batch.mask, self.state, dropout_rng)
+            with backend.running_on(self.fast):
+                loss, grads, state = model.loss_and_grads(
+                    self.params, self.model_cfg, batch.x, batch.y, batch.mask, self.state, dropout_rng)
         if not math.isfinite(loss):
             raise CharrnnError(
                 f"the loss became {loss} at step {self.step + 1}; the checkpoint keeps the last good "
@@ -230,11 +234,12 @@ class Trainer:
         c = self.corpus
         if len(c.val) < 2 or (c.mode == Mode.LINES and len(c.val_starts) == 0):
             return None
-        if self.model_cfg.bidirectional:
-            return masked_loss(params or self.params, self.model_cfg, c.mode, c.val, c.val_starts,
-                               self.cfg.seq_len, self.cfg.mask_rate, self.cfg.seed, self.cfg.val_max_chars)
-        return evaluate(params or self.params, self.model_cfg, c.mode, c.val, c.val_starts,
-                        self.cfg.seq_len, self.cfg.val_max_chars)
+        with backend.running_on(self.fast):
+            if self.model_cfg.bidirectional:
+                return masked_loss(params or self.params, self.model_cfg, c.mode, c.val, c.val_starts,
+                                   self.cfg.seq_len, self.cfg.mask_rate, self.cfg.seed, self.cfg.val_max_chars)
+            return evaluate(params or self.params, self.model_cfg, c.mode, c.val, c.val_starts,
+                            self.cfg.seq_len, self.cfg.val_max_chars)
 
     # ------------------------------------------------------------ the loop
 

@@ -157,7 +157,8 @@ def test_embed_of_a_forward_model_is_its_final_state(models):
     v = fill.embed(ck, ids)
     for row, t in zip(v, ids, strict=True):
         fwd = model.forward(ck.sampling_params, ck.cfg, np.r_[1, t][:, None].astype(np.int32))
-        np.testing.assert_allclose(row, fwd.state[-1][0][0], rtol=1e-5)
+        # atol: a batch of two and a batch of one round differently (BLAS), by ~1e-9 on units near 0
+        np.testing.assert_allclose(row, fwd.state[-1][0][0], rtol=1e-5, atol=1e-7)
 
 
 def test_a_bidirectional_model_learns_to_fill_from_the_far_end():
