@@ -64,6 +64,8 @@ def pick(
     """One id per row of logits (B, V); -inf logits are never chosen."""
     if temperature == 0:
         return logits.argmax(axis=1)
+    if len(logits) == 1 and temperature == 1 and top_k == 0 and top_p == 1:
+        return _pick_one(logits[0], rng)
     z = logits.astype(np.float64)  # (B, V)
     z -= np.maximum.reduce(z, axis=1, keepdims=True)  # before dividing: a tiny temperature gives -inf, not NaN
     if temperature != 1:
@@ -85,6 +87,16 @@ def pick(
     u *= cdf[:, -1:]
     i = np.add.reduce(cdf <= u, axis=1, dtype=np.intp)  # first index whose cdf passes u
     return np.minimum(i, V - 1, out=i)
+
+
+def _pick_one(z32: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`pick` for one row (V,) with nothing but the softmax: the same arithmetic and the same
+    draw, in half the calls (one stream spends a fifth of each character here)."""
+    z = z32.astype(np.float64)  # (V,)
+    z -= z.max()
+    cdf = np.add.accumulate(np.exp(z, out=z))
+    i = np.count_nonzero(cdf <= rng.random() * cdf[-1])  # first index whose cdf passes u
+    return np.array([min(i, len(z) - 1)], dtype=np.intp)
 
 
 @dataclass

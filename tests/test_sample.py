@@ -185,3 +185,20 @@ def test_novel_says_how_few_it_found(tmp_path, capsys):
     code, _, err = run(capsys, "sample", out, "-n", 5, "--novel", "--temperature", 0)
     assert code == 0
     assert err.splitlines()[-1] in ("Warning: only 0 novel samples found", "Warning: only 1 novel samples found")
+
+
+def test_one_row_is_picked_as_in_a_batch():
+    """pick's path for a single row (one stream, plain softmax) draws what the batched path draws
+    for that row from the same generator state: -inf never, NaN rows as the batched path does."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):  # every 7th with logits in the hundreds: exp overflows without the shift
+        V = int(rng.integers(2, 70))
+        z = (rng.standard_normal(V) * rng.uniform(0.1, 30) * (100 if trial % 7 == 0 else 1)).astype(np.float32)
+        z[rng.random(V) < 0.2] = -np.inf
+        z[int(rng.integers(V))] = rng.standard_normal()  # at least one finite
+        if trial % 50 == 0:
+            z[:] = np.nan
+        one = sample.pick(z[None], np.random.default_rng(trial))
+        batch = sample.pick(np.stack([z, z]), np.random.default_rng(trial))  # draws row 0's u first
+        assert one.shape == (1,) and one[0] == batch[0], (trial, z)
+        assert np.isnan(z).all() or np.isfinite(z[one[0]])
