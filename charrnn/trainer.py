@@ -297,6 +297,8 @@ class Trainer:
             on_eval: Callable[[Trainer, float | None], None] | None = None) -> None:
         """Train until a stop condition holds. `on_eval` runs after each evaluation
         (the caller saves the checkpoint there)."""
+        if self.fast is not None and self.model_cfg.dtype == "float32":  # float64 runs NumPy (backend.py)
+            self.fast.warm_up(self.model_cfg.cell, self.model_cfg.activation)  # before the clock and the pace
         started = time.perf_counter()
         last, step0, wall0 = started, self.step, self.wall_time
         pacing = bool(self.auto_eval_every and self.cfg.time_minutes)  # after PACE_STEPS, again after one evaluation

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -247,3 +248,25 @@ def test_kernels_are_cached_where_the_package_is_read_only(tmp_path):
     finally:
         for d in (pkg, *pkg.rglob("*")):
             d.chmod(0o755)
+
+
+def test_kernels_load_before_the_first_step_is_timed(monkeypatch):
+    """A kernel's first call compiles or loads it (0.5-2 s). That must not fall on the first
+    training steps, whose pace fits the automatic --eval-every to --time: a 30-second run once
+    evaluated every 7 steps instead of every ~90 and trained a third as many steps."""
+    backend.use("numba")
+    tr = small_trainer(TEN_NAMES_X3, "lines", steps=30)
+    tr.cfg.time_minutes, tr.auto_eval_every = 0.05, 200  # 3 s; steps of this model take ~2 ms
+    calls = []
+
+    def first_call_is_slow(*args, **kwargs):
+        if not calls:
+            time.sleep(1.0)  # what compiling or loading the kernels costs
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    real = fast.forward
+    monkeypatch.setattr(fast, "forward", first_call_is_slow)
+    tr.fit()
+    assert len(calls) > 30  # the kernels ran
+    assert tr.cfg.eval_every >= 20, f"the load was counted as a training step: --eval-every {tr.cfg.eval_every}"
