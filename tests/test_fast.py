@@ -199,11 +199,11 @@ def test_the_training_summary_and_inspect_show_the_backend(tmp_path, capsys, nam
     line = next(s for s in out.splitlines() if s.startswith("backend"))
     assert line == f"backend      numba {fast.VERSION} (fused cells)"
     code, out, _ = run(capsys, "inspect", ckpt)
-    assert f"backend numba {fast.VERSION} (fused cells) (what training here runs on)" in out
+    assert f"backend training here runs on numba {fast.VERSION} (fused cells)" in out
     assert max(map(len, out.splitlines())) <= 80
     monkeypatch.setenv(backend.ENV, "numpy")
     code, out, _ = run(capsys, "inspect", ckpt)
-    assert "backend numpy (CHARRNN_BACKEND=numpy)" in out
+    assert "backend training here runs on numpy (CHARRNN_BACKEND=numpy)" in out
 
 
 @pytest.mark.parametrize("cell,mode", [("lstm", "stream"), ("gru", "lines")])
