@@ -356,7 +356,9 @@ class TrainDisplay:
         if self.quiet:
             return
         best = " [green]best[/]" if tr.evals_since_best == 0 else ""
-        line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(tr.train_losses[-tr.cfg.eval_every:]):.4f}"
+        recent = tr.train_losses[-tr.cfg.eval_every:]  # none when stopped before the first step
+        line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(recent):.4f}" if recent else \
+            f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {'–':>6}"
         if val is not None:
             line += f"  [dim]val[/] {val:.4f}{best}"
         room = max(20, err.width - Text.from_markup(line).cell_len - 2)  # one line, in a terminal or a pipe (80)

@@ -5,7 +5,10 @@ checkpoint.
 Saving checkpoints safely is in test_checkpoint.py, stopping by a signal in test_signals.py."""
 
 import json
+import os
+import signal
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -260,3 +263,24 @@ def test_each_optimizer_gets_its_own_automatic_learning_rate(tmp_path, names_x4_
                        "--lr", "0.5", "--steps", "1", "--hidden-size", "8", "-q")
     assert code == 0, err
     assert checkpoint.load(out).meta.train.lr == 0.5  # what the user asks for wins
+
+
+def test_ctrl_c_before_the_first_step_shows_no_training_loss(tmp_path, capsys, names_x4_file, monkeypatch):
+    """Ctrl-C while the run starts (loading the compiled kernels takes a second) stops at step 0:
+    the last line has no training loss to show, and must not say nan or warn of an empty mean."""
+    fit = Trainer.fit
+
+    def interrupted_at_once(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # caught by train's handler: stop before the first step
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", interrupted_at_once)
+    ck = tmp_path / "m.npz"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Mean of empty slice" was a RuntimeWarning
+        rc, _, err = run(capsys, "train", names_x4_file, "--out", ck, "--hidden-size", "8", "--steps", "5")
+    assert rc == 130, err
+    line = next(s for s in err.splitlines() if s.startswith("step"))
+    assert line.split()[:4] == ["step", "0", "train", "–"], line
+    assert "nan" not in err
+    assert checkpoint.load(ck).meta.progress.step == 0
