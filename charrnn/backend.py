@@ -18,12 +18,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from types import ModuleType
+from typing import cast
 
 from charrnn.errors import CharrnnError
 
 ENV = "CHARRNN_BACKEND"  # numpy or numba; unset: numba when it imports
-_active: list[ModuleType | None] = []  # [charrnn.fast or None] while chosen; NumPy otherwise
+_active: list[ModuleType | None] = []  # [charrnn.fast or None] once `use` chose; NumPy otherwise
+_UNSET = object()
+# What a `running_on` block chose, for this thread only: a Trainer stepping in one thread must not
+# put the cells of another thread (scoring, filling) on numba, nor leave them there.
+_running: ContextVar[object] = ContextVar("charrnn_backend", default=_UNSET)
 
 
 def load(name: str | None = None) -> ModuleType | None:
@@ -36,11 +42,26 @@ def load(name: str | None = None) -> ModuleType | None:
         return None
     try:
         from charrnn import fast
-    except ImportError as e:
+    except Exception as e:  # not installed, or broken: numba's cache can fail at import, with no place to write
         if name == "numba":
             raise CharrnnError(f"{ENV}=numba, but numba does not import ({e}): pip install 'charrnn[fast]'") from None
         return None
     return fast
+
+
+def planned(dtype: str = "float32") -> str:
+    """What training here would run on, in words, without importing numba (0.3-0.5 s): for
+    `inspect`, which must show a checkpoint whatever the environment says."""
+    from importlib import metadata, util
+
+    name = os.environ.get(ENV) or None
+    if name not in (None, "numpy", "numba"):
+        return f"numpy ({ENV}={name!r} is not numpy or numba: training would refuse it)"
+    if dtype != "float32":
+        return f"numpy ({dtype} models always do)"
+    if name == "numpy" or util.find_spec("numba") is None:
+        return describe(None)
+    return f"numba {metadata.version('numba')} (fused cells)"
 
 
 def use(name: str | None = None) -> ModuleType | None:
@@ -51,7 +72,10 @@ def use(name: str | None = None) -> ModuleType | None:
 
 
 def active() -> ModuleType | None:
-    """charrnn.fast while the compiled cells are in use, else None (NumPy)."""
+    """charrnn.fast while the compiled cells are in use in this thread, else None (NumPy)."""
+    running = _running.get()
+    if running is not _UNSET:
+        return cast("ModuleType | None", running)  # only running_on sets it
     return _active[0] if _active else None
 
 
@@ -63,13 +87,13 @@ def for_training() -> ModuleType | None:
 
 @contextmanager
 def running_on(fast: ModuleType | None) -> Iterator[None]:
-    """Float32 `cells.forward` and `cells.backward` run on `fast` (None: NumPy) in the block."""
-    before = _active[:]
-    _active[:] = [fast]
+    """Float32 `cells.forward` and `cells.backward` run on `fast` (None: NumPy) in the block, in
+    this thread only."""
+    token = _running.set(fast)
     try:
         yield
     finally:
-        _active[:] = before
+        _running.reset(token)
 
 
 def describe(fast: ModuleType | None) -> str:

@@ -600,7 +600,7 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     cell = ("bidirectional " if m.get("bidirectional") else "") + m["cell"] + (
         f" ({m['activation']})" if m["cell"] == "rnn" else "")
     out.print(f"[dim]model[/]  {cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}")
-    out.print(f"[dim]backend[/] training here runs on {backend.describe(backend.load())}")
+    out.print(f"[dim]backend[/] training here runs on {plain(backend.planned(m['dtype']))}")
     out.print(f"[dim]data[/]   {d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
               + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
     vocab = "".join(shown(c) for c in s["vocab"]["chars"])

@@ -74,7 +74,8 @@ class Trainer:
     ) -> None:
         self.corpus, self.cfg, self.model_cfg = corpus, cfg, model_cfg
         self.fast = backend.for_training()  # numba's compiled cells when installed (charrnn/fast.py)
-        self.backend = backend.describe(self.fast)
+        float32 = model_cfg.dtype == "float32"  # float64 always runs NumPy (cells.forward)
+        self.backend = backend.describe(self.fast) if float32 else f"numpy ({model_cfg.dtype} models always do)"
         self.batches = Batches(corpus, cfg.batch_size, cfg.seq_len, cfg.seed)
         cfg.batch_size, cfg.seq_len = self.batches.batch_size, self.batches.seq_len  # as fitted to the text
         self.batches_per_epoch = self.batches.per_epoch
@@ -297,7 +298,7 @@ class Trainer:
             on_eval: Callable[[Trainer, float | None], None] | None = None) -> None:
         """Train until a stop condition holds. `on_eval` runs after each evaluation
         (the caller saves the checkpoint there)."""
-        if self.fast is not None and self.model_cfg.dtype == "float32":  # float64 runs NumPy (backend.py)
+        if self.fast is not None and self.model_cfg.dtype == "float32":  # float64 runs NumPy
             self.fast.warm_up(self.model_cfg.cell, self.model_cfg.activation)  # before the clock and the pace
         started = time.perf_counter()
         last, step0, wall0 = started, self.step, self.wall_time

@@ -5,10 +5,12 @@ float32 the two agree to float32 rounding, not bit for bit (the kernels' tanh is
 function; see fast.py); in float64 the kernels use the exact tanh and agree to 1e-12, so the
 finite-difference checks of the NumPy cells (test_gradients.py) vouch for them too."""
 
+import importlib.abc
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -19,6 +21,7 @@ pytest.importorskip("numba", reason="the fast backend's extra is not installed: 
 
 from charrnn import backend, cells, fast, model  # noqa: E402
 from charrnn.errors import CharrnnError  # noqa: E402
+from charrnn.trainer import Trainer  # noqa: E402
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
@@ -181,14 +184,78 @@ def test_forced_numpy_never_imports_numba():
 
 
 def test_start_up_does_not_import_numba(tmp_path, capsys, names_ckpt):
-    """--help, --version, sampling and scoring (NumPy: see the test above) pay nothing for the extra."""
+    """--help, --version, sampling, scoring (NumPy: see the test above) and inspect pay nothing for
+    the extra; each command runs to its end (exit 0), so none of them is skipped by an error."""
     text = tmp_path / "t.txt"
     text.write_text("anna\nbob\n")
     for args in (["--help"], ["--version"], ["sample", str(names_ckpt), "-n", "1", "--prime", "an"],
-                 ["score", str(names_ckpt), str(text)]):
+                 ["eval", str(names_ckpt), str(text)], ["inspect", str(names_ckpt)]):
         assert not imports_numba("import contextlib, io", "from charrnn.cli import main",
-                                 "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):",
-                                 f"    main({args!r})"), args
+                                 "with contextlib.redirect_stdout(io.StringIO()):",
+                                 "    try:",
+                                 f"        main({args!r})",
+                                 "    except SystemExit as e:",
+                                 "        assert e.code in (0, None), e.code"), args
+
+
+def test_a_training_thread_leaves_other_threads_on_numpy():
+    """The Python API may train in one thread while another scores or fills: those cells stay
+    NumPy, and nothing is left on numba when the blocks end in any order."""
+    backend._active.clear()
+    inside, release = threading.Event(), threading.Event()
+
+    def train():
+        with backend.running_on(fast):
+            assert backend.active() is fast
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    try:
+        assert inside.wait(10)
+        assert backend.active() is None  # this thread, while the other one trains
+        with backend.running_on(None):  # interleaved: this block ends after the other one's
+            release.set()
+            worker.join(10)
+            assert backend.active() is None
+    finally:
+        release.set()
+        worker.join(10)
+    assert backend.active() is None
+
+
+def test_a_numba_that_fails_to_import_falls_back_to_numpy(monkeypatch):
+    """numba raises RuntimeError at import when it has nowhere to write its cache (read-only
+    package and home): training then runs NumPy, unless CHARRNN_BACKEND=numba asked for it."""
+    import charrnn
+
+    class Broken(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "charrnn.fast":
+                raise RuntimeError("cannot cache function 'tanh_array': no locator available")
+            return None
+
+    monkeypatch.delitem(sys.modules, "charrnn.fast")
+    monkeypatch.delattr(charrnn, "fast")
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    assert backend.load() is None
+    monkeypatch.setenv(backend.ENV, "numba")
+    with pytest.raises(CharrnnError, match="CHARRNN_BACKEND=numba, but numba does not import"):
+        backend.load()
+
+
+def test_float64_models_say_they_run_numpy(tmp_path, capsys, names_x4_file):
+    backend._active.clear()
+    c = small_trainer(TEN_NAMES_X3, "lines")
+    cfg = model.ModelConfig(c.model_cfg.vocab_size, "lstm", 8, 1, dtype="float64")
+    assert Trainer(c.corpus, cfg, c.cfg).backend == "numpy (float64 models always do)"
+    ckpt = tmp_path / "m.npz"
+    code, _, _ = run(capsys, "train", names_x4_file, "--out", ckpt, "--hidden-size", "8", "--steps", "2",
+                     "--dtype", "float64")
+    assert code == 0
+    code, out, _ = run(capsys, "inspect", ckpt)
+    assert "backend training here runs on numpy (float64 models always do)" in out
 
 
 def test_the_training_summary_and_inspect_show_the_backend(tmp_path, capsys, names_x4_file, monkeypatch):
