@@ -59,6 +59,8 @@ def planned(dtype: str = "float32") -> str:
         return f"numpy ({ENV}={name!r} is not numpy or numba: training would refuse it)"
     if dtype != "float32":
         return f"numpy ({dtype} models always do)"
+    if name == "numba" and util.find_spec("numba") is None:
+        return f"numpy ({ENV}=numba, but numba is not installed: training would refuse it)"
     if name == "numpy" or util.find_spec("numba") is None:
         return describe(None)
     return f"numba {metadata.version('numba')} (fused cells)"

@@ -6,6 +6,7 @@ function; see fast.py); in float64 the kernels use the exact tanh and agree to 1
 finite-difference checks of the NumPy cells (test_gradients.py) vouch for them too."""
 
 import importlib.abc
+import importlib.util
 import json
 import os
 import subprocess
@@ -339,3 +340,16 @@ def test_kernels_load_before_the_first_step_is_timed(monkeypatch):
     tr.fit()
     assert len(calls) > 30  # the kernels ran
     assert tr.cfg.eval_every >= 20, f"the load was counted as a training step: --eval-every {tr.cfg.eval_every}"
+
+
+def test_inspect_says_what_training_would_do(monkeypatch):
+    """backend.planned, without importing numba, agrees with what a Trainer would run on."""
+    assert backend.planned("float32") == f"numba {fast.VERSION} (fused cells)"
+    assert backend.planned("float64") == "numpy (float64 models always do)"
+    monkeypatch.setenv(backend.ENV, "numpy")
+    assert backend.planned() == "numpy (CHARRNN_BACKEND=numpy)"
+    monkeypatch.setenv(backend.ENV, "cuda")
+    assert backend.planned() == "numpy (CHARRNN_BACKEND='cuda' is not numpy or numba: training would refuse it)"
+    monkeypatch.setenv(backend.ENV, "numba")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as where the extra is not installed
+    assert backend.planned() == "numpy (CHARRNN_BACKEND=numba, but numba is not installed: training would refuse it)"
