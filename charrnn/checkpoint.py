@@ -85,6 +85,7 @@ class Meta:
     wall_time: float = 0.0  # seconds spent training, evaluations excluded
     chars_seen: int = 0  # characters trained on
     stop_reason: str = ""  # why the last run stopped
+    backend: str = ""  # what the last run's cells ran on (numpy, or numba's compiled cells); "" before it was kept
     corpus: CorpusInfo = field(default_factory=CorpusInfo)
     progress: Progress = field(default_factory=Progress)
     train: TrainConfig = field(default_factory=TrainConfig)

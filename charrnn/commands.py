@@ -634,6 +634,8 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
               f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}")
     if tr["stop_reason"]:
         out.print(f"[dim]stopped:[/] {plain(tr['stop_reason'])}")
+    if tr["backend"]:
+        out.print(f"[dim]trained on[/] {plain(tr['backend'])}")
     h = tr["history"]
     series = {}
     if h["train"]:

@@ -66,6 +66,7 @@ def summary(ck: Checkpoint, path: str = "") -> dict[str, Any]:
             "best_val_loss": best_val,
             "best_val": loss_figures(best_val),
             "stop_reason": meta.stop_reason,
+            "backend": meta.backend,  # of the last run: results repeat exactly only on the same one
             "history": {"train": smooth_history(ck.train_losses), "val": val.tolist()},
         },
     }

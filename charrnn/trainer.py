@@ -159,6 +159,7 @@ class Trainer:
             wall_time=self.wall_time,
             chars_seen=self.chars_seen,
             stop_reason=self.stop_reason,
+            backend=self.backend,
             corpus=CorpusInfo(c.chars, c.unk_chars, len(c.train), len(c.val), self.fingerprint),
             progress=Progress(self.step, self.epoch, self.pos, dict(self.rng.bit_generator.state), pl.evals_since_best,
                               pl.lr_scale, self.epoch + self.pos / self.batches_per_epoch,

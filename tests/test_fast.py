@@ -259,6 +259,7 @@ def test_float64_models_say_they_run_numpy(tmp_path, capsys, names_x4_file):
     assert code == 0
     code, out, _ = run(capsys, "inspect", ckpt)
     assert "backend training here runs on numpy (float64 models always do)" in out
+    assert "trained on numpy (float64 models always do)" in out.splitlines()
 
 
 def test_the_training_summary_and_inspect_show_the_backend(tmp_path, capsys, names_x4_file, monkeypatch):
@@ -270,6 +271,9 @@ def test_the_training_summary_and_inspect_show_the_backend(tmp_path, capsys, nam
     assert line == f"backend      numba {fast.VERSION} (fused cells)"
     code, out, _ = run(capsys, "inspect", ckpt)
     assert f"backend training here runs on numba {fast.VERSION} (fused cells)" in out
+    assert f"trained on numba {fast.VERSION} (fused cells)" in out.splitlines()  # kept in the checkpoint
+    code, as_json, _ = run(capsys, "inspect", ckpt, "--json")
+    assert json.loads(as_json)["training"]["backend"] == f"numba {fast.VERSION} (fused cells)"
     assert max(map(len, out.splitlines())) <= 80
     monkeypatch.setenv(backend.ENV, "numpy")
     code, out, _ = run(capsys, "inspect", ckpt)
