@@ -5,6 +5,7 @@ whose small products each use N BLAS threads.
     pip install numba torch  # only numba is needed here
     OPENBLAS_THREAD_TIMEOUT=4 python benchmarks/row_groups.py --threads 2   # what could win
     python benchmarks/row_groups.py --threads 2                             # OpenBLAS as it comes
+    python benchmarks/row_groups.py --check     # the groups' results against the whole batch's
 
 The rows of a batch never meet inside a cell, and the compiled cells (charrnn/fast.py) leave one
 matrix product and one nogil kernel per time step, so two threads should overlap with little GIL
@@ -80,12 +81,38 @@ def split_cells(threads: int):
     return forward, backward
 
 
+def check(threads: int) -> None:
+    """Every output and gradient of each cell, row groups against the whole batch (float32)."""
+    forward, backward = split_cells(threads)
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for cell, activation in (("lstm", "tanh"), ("gru", "tanh"), ("rnn", "tanh"), ("rnn", "relu")):
+        T, B, H = 7, 6, 16
+        G = {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
+        A = rng.standard_normal((T, B, G)).astype(np.float32)
+        W_h = (rng.standard_normal((H, G)) / 4).astype(np.float32)
+        h0, c0 = rng.standard_normal((2, B, H)).astype(np.float32)
+        dH = rng.standard_normal((T, B, H)).astype(np.float32)
+        c0_ = c0 if cell == "lstm" else None
+        out = []
+        for f, b in ((fast.forward, fast.backward), (forward, backward)):
+            Hs, final, trace = f(cell, A.copy(), W_h, h0, c0_, activation)
+            out.append([Hs, *final, *b(dH.copy(), trace)[:2]])
+        worst = max(worst, *(float(np.abs(x - y).max()) for x, y in zip(*out, strict=True)))
+    print(f"largest difference, row groups against the whole batch: {worst:.1e}")
+    assert worst < 1e-5
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="only check the groups' results")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--configs", default="lstm-256,gru-256,rnn-256,lstm-128,lstm-512")
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
+    if a.check:
+        check(a.threads)
+        return
     corpus = make_corpus(bench.DATA.read_text()[:2_000_000], mode="stream", val_fraction=0.0)
     backend.use("numba")
     whole = fast.forward, fast.backward

@@ -96,3 +96,11 @@ def test_neighbours_experiment_gradients_agree_with_finite_differences():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "largest error" in run.stdout
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("numba"), reason="needs numba (the fast extra)")
+def test_row_groups_experiment_agrees_with_the_whole_batch():
+    run = subprocess.run([sys.executable, str(BENCH.parent / "row_groups.py"), "--check"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "largest difference" in run.stdout
