@@ -58,7 +58,7 @@ def planned(dtype: str = "float32") -> str:
     if name not in (None, "numpy", "numba"):
         return f"numpy ({ENV}={name!r} is not numpy or numba: training would refuse it)"
     if dtype != "float32":
-        return f"numpy ({dtype} models always do)"
+        return describe(None, dtype)
     if name == "numba" and util.find_spec("numba") is None:
         return f"numpy ({ENV}=numba, but numba is not installed: training would refuse it)"
     if name == "numpy" or util.find_spec("numba") is None:
@@ -98,8 +98,10 @@ def running_on(fast: ModuleType | None) -> Iterator[None]:
         _running.reset(token)
 
 
-def describe(fast: ModuleType | None) -> str:
-    """A backend in words, for the training summary and `inspect`."""
+def describe(fast: ModuleType | None, dtype: str = "float32") -> str:
+    """A backend in words, for the training summary and `inspect`: what a model of `dtype` runs on."""
+    if dtype != "float32":
+        return f"numpy ({dtype} models always do)"
     if fast is not None:
         return f"numba {fast.VERSION} (fused cells)"
     return f"numpy ({ENV}=numpy)" if os.environ.get(ENV) == "numpy" else "numpy"

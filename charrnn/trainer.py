@@ -74,8 +74,7 @@ class Trainer:
     ) -> None:
         self.corpus, self.cfg, self.model_cfg = corpus, cfg, model_cfg
         self.fast = backend.for_training()  # numba's compiled cells when installed (charrnn/fast.py)
-        float32 = model_cfg.dtype == "float32"  # float64 always runs NumPy (cells.forward)
-        self.backend = backend.describe(self.fast) if float32 else f"numpy ({model_cfg.dtype} models always do)"
+        self.backend = backend.describe(self.fast, model_cfg.dtype)  # float64 always runs NumPy (cells.forward)
         self.batches = Batches(corpus, cfg.batch_size, cfg.seq_len, cfg.seed)
         cfg.batch_size, cfg.seq_len = self.batches.batch_size, self.batches.seq_len  # as fitted to the text
         self.batches_per_epoch = self.batches.per_epoch
