@@ -357,8 +357,8 @@ class TrainDisplay:
             return
         best = " [green]best[/]" if tr.evals_since_best == 0 else ""
         recent = tr.train_losses[-tr.cfg.eval_every:]  # none when stopped before the first step
-        line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {np.mean(recent):.4f}" if recent else \
-            f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {'–':>6}"
+        train = f"{np.mean(recent):.4f}" if recent else f"{'–':>6}"
+        line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {train}"
         if val is not None:
             line += f"  [dim]val[/] {val:.4f}{best}"
         room = max(20, err.width - Text.from_markup(line).cell_len - 2)  # one line, in a terminal or a pipe (80)
