@@ -12,7 +12,7 @@ matrix product and one nogil kernel per time step, so two threads should overlap
 hand-off. Each group runs `fast.forward` / `fast.backward` on its rows (its weight gradient
 included); the groups' results are put side by side (dW_h summed). Training chars/s of
 `bench.CharrnnRun` (B 32, T 64, 1 layer, Adam) alternate between the whole batch on N BLAS
-threads and the row groups, blocks of ~1 s, medians.
+threads and the row groups (`bench.alternate`, blocks of ~1 s), medians.
 
 OPENBLAS_THREAD_TIMEOUT matters: after a product on N threads OpenBLAS's worker threads spin for
 2^28 cycles (~0.1 s) before they sleep, so the groups that follow the output layer's product
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields, replace
 from pathlib import Path
@@ -114,27 +113,25 @@ def main() -> None:
         check(a.threads)
         return
     corpus = make_corpus(bench.DATA.read_text()[:2_000_000], mode="stream", val_fraction=0.0)
-    backend.use("numba")
     whole = fast.forward, fast.backward
     split = split_cells(a.threads)
     for config in a.configs.split(","):
         cell, hidden = config.split("-")
         run = bench.CharrnnRun(cell, int(hidden), corpus)
-        rates: dict[str, list[float]] = {"whole": [], "groups": []}
-        for _ in range(a.reps):
-            for name, (f, b) in (("whole", whole), ("groups", split)):
-                fast.forward, fast.backward = f, b  # cells.forward / backward call these on the numba backend
-                run.train_step()
-                t0, n = time.perf_counter(), 0
-                while time.perf_counter() - t0 < 1.0:
-                    run.train_step()
-                    n += 1
-                rates[name].append(n * bench.B * bench.T / (time.perf_counter() - t0))
+
+        def on(cells_to_use, run=run):
+            def step():
+                fast.forward, fast.backward = cells_to_use  # cells.forward / backward call these on numba
+                return run.train_step()
+            return step
+
+        backend.use("numba")
+        steps = max(2, int(1.0 / bench.time_block(run.train_step, 1)))  # blocks of ~1 s
+        rates = bench.alternate({"whole": ("numba", on(whole)), "groups": ("numba", on(split))}, a.reps, steps)
         fast.forward, fast.backward = whole
         w, g = statistics.median(rates["whole"]), statistics.median(rates["groups"])
         print(f"{config}: whole batch {w:,.0f} chars/s, {a.threads} row groups {g:,.0f} chars/s: {g / w:.2f}x",
               flush=True)
-
 
 if __name__ == "__main__":
     main()
