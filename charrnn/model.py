@@ -404,43 +404,50 @@ def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, fwd: Forward
 
 class Stepper:
     """Advance B streams one character at a time, for sampling: the same arithmetic as
-    `forward` with T = 1, without its caches and per-call set-up. Ids in `banned` get
-    logit -inf (never chosen)."""
+    `forward` with T = 1, without its caches and per-call set-up, in arrays made once
+    (`cells.Step`). Ids in `banned` get logit -inf (never chosen)."""
 
     def __init__(self, params: Params, cfg: ModelConfig, state: State, banned: list[int] | tuple[int, ...] = ()
                  ) -> None:
         stack = layer_specs(cfg)
         if any(layer.reverse for layer in stack):
             raise ValueError("a right-to-left layer cannot be run one step at a time")
-        self.cfg, self.state = cfg, state
-        # plain tuples: this runs once per generated character, where attribute look-ups show
-        self.layers: list[tuple[bool, str, str, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.cfg, self.state = cfg, list(state)  # the caller's list stays as it was
+        # (input table or W_x, b, cell): plain tuples, since this runs once per generated character
+        self.layers: list[tuple[bool, np.ndarray, np.ndarray, str, np.ndarray, str]] = []
         for layer in stack:
-            W_x, W_h, b = layer.names()
-            self.layers.append((layer.lookup, layer.cell, layer.activation, params[W_x], params[W_h], params[b]))
+            W_x, W_h, b = (params[name] for name in layer.names())
+            if layer.lookup:  # x W_x + b for a one-hot x is a row of W_x + b: one lookup a step
+                W_x, b = W_x + b, np.zeros_like(b)
+            self.layers.append((layer.lookup, W_x, b, layer.cell, W_h, layer.activation))
         self.W_y, self.b_y = params["W_y"], params["b_y"].copy()
         self.b_y[list(banned)] = -np.inf
+        self._make_arrays(len(state[0][0]))
+
+    def _make_arrays(self, B: int) -> None:
+        self.steps = [cells.Step(cell, W_h, B, activation) for _, _, _, cell, W_h, activation in self.layers]
+        self.logits = np.empty((B, len(self.b_y)), dtype=self.b_y.dtype)
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
-        """Logits (B, V) of the character after ids (B,); the state moves on by one step."""
-        new_state: State = []
+        """Logits (B, V) of the character after ids (B,), in an array the next call overwrites;
+        the state moves on by one step."""
         h = ids
-        for (lookup, cell, activation, W_x, W_h, b), s in zip(self.layers, self.state):  # noqa: B905 (same length)
+        for k, ((lookup, W_x, b, *_), step) in enumerate(zip(self.layers, self.steps)):  # noqa: B905 (same length)
             if lookup:
-                a = W_x[h]  # (B, G): the one-hot product as a row lookup (a copy)
+                np.take(W_x, h, axis=0, out=step.a)  # (B, G)
             else:
-                a = h @ W_x  # (B, G)
-            a += b
-            new_state.append(cells.step(cell, a, W_h, s, activation))
-            h = new_state[-1][0]
-        self.state = new_state
-        logits = h @ self.W_y  # (B, V)
-        logits += self.b_y
-        return logits
+                np.matmul(h, W_x, out=step.a)  # (B, G)
+                step.a += b
+            self.state[k] = step(self.state[k])
+            h = self.state[k][0]
+        np.matmul(h, self.W_y, out=self.logits)  # (B, V)
+        self.logits += self.b_y
+        return self.logits
 
     def keep(self, rows: np.ndarray) -> None:
         """Drop the other streams (rows: a boolean mask or indices into the current batch)."""
         self.state = [tuple(s[rows] for s in layer) for layer in self.state]
+        self._make_arrays(len(self.state[0][0]))
 
 
 def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:

@@ -104,3 +104,10 @@ def test_row_groups_experiment_agrees_with_the_whole_batch():
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "largest difference" in run.stdout
+
+
+def test_lean_sampling_step_matches_the_stepper():
+    run = subprocess.run([sys.executable, str(BENCH.parent / "sample_step.py"), "--check"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.stdout.count("bit-identical") == 2

@@ -116,3 +116,25 @@ def test_stepper_keep_drops_streams():
         z4 = all4(x[t, [1, 3]] if t >= 3 else x[t])
         z2 = two(x[t, [1, 3]])
         np.testing.assert_allclose(z4 if t >= 3 else z4[[1, 3]], z2, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_stepper_leaves_the_state_it_was_given_alone(cell, activation):
+    """The Stepper writes into arrays of its own (made once, reused every other step): the
+    state a caller hands it, its arrays and its list, stay as they were."""
+    cfg = ModelConfig(vocab_size=9, cell=cell, hidden_size=6, layers=2, activation=activation)
+    params = model.init_params(cfg, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    state = [tuple(rng.standard_normal(s.shape).astype(s.dtype) for s in layer) for layer in model.zero_state(cfg, 3)]
+    before = [tuple(s.copy() for s in layer) for layer in state]
+    listed = list(state)
+    step = model.Stepper(params, cfg, state)
+    for t in range(5):
+        step(rng.integers(0, 9, 3 if t <= 2 else 2))
+        if t == 2:
+            step.keep(np.array([True, False, True]))
+    assert state == listed
+    for layer, was in zip(state, before, strict=True):
+        for s, w in zip(layer, was, strict=True):
+            np.testing.assert_array_equal(s, w)
+    assert all(len(s) == 2 for layer in step.state for s in layer)
