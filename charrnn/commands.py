@@ -355,7 +355,7 @@ class TrainDisplay:
         self.save()
         if self.quiet:
             return
-        best = " [green]best[/]" if tr.evals_since_best == 0 else ""
+        best = " [green]best[/]" if tr.last_eval_best else ""
         recent = tr.train_losses[-tr.cfg.eval_every:]  # none when stopped before the first step
         train = f"{np.mean(recent):.4f}" if recent else f"{'–':>6}"
         line = f"[dim]step[/] {tr.step:>6,}  [dim]train[/] {train}"

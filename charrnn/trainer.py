@@ -99,6 +99,7 @@ class Trainer:
             self._restore(resume)
         self.stop_requested = False
         self.stop_reason = ""
+        self.last_eval_best = False  # whether the latest evaluation gave the best weights so far
         self.auto_eval_every = 0  # an automatic --eval-every, to fit to --time as the run goes (0: keep eval_every)
 
     @property
@@ -276,7 +277,8 @@ class Trainer:
         else:
             val_like = val
             self.val_losses.append((self.step, val))
-        if self.plateau.record(val_like, scheduled, self.cfg.lr_plateau):
+        self.last_eval_best = self.plateau.record(val_like, scheduled, self.cfg.lr_plateau)
+        if self.last_eval_best:
             self.best = {k: v.copy() for k, v in self.params.items()}
         return val
 

@@ -284,3 +284,16 @@ def test_ctrl_c_before_the_first_step_shows_no_training_loss(tmp_path, capsys, n
     assert line.split()[:4] == ["step", "0", "train", "–"], line
     assert "nan" not in err
     assert checkpoint.load(ck).meta.progress.step == 0
+
+
+def test_only_an_evaluation_that_gives_the_best_weights_says_best(tmp_path, capsys, names_x4_file, monkeypatch):
+    """The extra evaluation when a run stops between two scheduled ones leaves the patience count
+    alone; it said "best" after a scheduled best even when its own loss was worse."""
+    losses = iter([2.0, 1.5, 1.7])
+    monkeypatch.setattr(Trainer, "evaluate", lambda self, params=None: next(losses))
+    rc, _, err = run(capsys, "train", names_x4_file, "--out", tmp_path / "m.npz", "--hidden-size", "8",
+                     "--steps", "5", "--eval-every", "2")
+    assert rc == 0, err
+    lines = {int(s.split()[1]): s for s in err.splitlines() if s.startswith("step")}
+    assert "val 2.0000 best" in lines[2] and "val 1.5000 best" in lines[4]
+    assert "val 1.7000" in lines[5] and "best" not in lines[5], lines[5]
