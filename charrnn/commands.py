@@ -630,8 +630,8 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     out.print(g)
     rate = f"{tr['chars_per_s']:,.0f} chars/s" if tr["chars_per_s"] else "-"
     out.print(f"[dim]steps[/] {tr['steps']:,}  [dim]epochs[/] {tr['epochs']:.2f}  "
-              f"[dim]chars seen[/] {tr['chars_seen']:,}"
-              f"  [dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}")
+              f"[dim]chars seen[/] {tr['chars_seen']:,}")  # two lines: one ran past 80 columns
+    out.print(f"[dim]time[/] {tr['wall_time_s']:,.1f} s  [dim]speed[/] {rate}")
     if tr["stop_reason"]:
         out.print(f"[dim]stopped:[/] {plain(tr['stop_reason'])}")
     if tr["backend"]:
