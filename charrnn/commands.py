@@ -524,7 +524,10 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
     limits.require(sampling_bytes(ck.cfg, rows, length, len(prime), kept=not (stream and num == 1)),
                    f"sampling {rows:,} × {length:,} characters" + (" at a time" if num > rows else ""))
     labelled = (mode == Mode.STREAM and num > 1) or len(temps) > 1
-    warned = False
+    unknown = ck.vocab.encode(prime)[1]
+    if unknown:  # before the text, not after the 500 characters streamed below it
+        _note(f"Warning: {unknown} character(s) of {'--prime-file' if prime_file else '--prime'} are "
+              "not in the vocabulary: they were read as <UNK>")
     for t in temps:
         label_t = t if len(temps) > 1 else None
         if mode == Mode.LINES and labelled and not as_json:
@@ -539,10 +542,6 @@ def run_sample(ckpt: Path, num: int | None, length: int | None, temperature: str
                 live = _write_now
             s = generate_from(ck, min(rows, num - done), novel, length=length, temperature=t, top_k=top_k,
                               top_p=top_p, prime=prime, rng=rng, allow_unk=allow_unk, live=live)
-            if s.prime_unk and not warned:
-                _note(f"Warning: {s.prime_unk} character(s) of {'--prime-file' if prime_file else '--prime'} are "
-                      "not in the vocabulary: they were read as <UNK>")
-                warned = True
             texts = s.texts
             if live is not None:
                 live("\n")

@@ -202,3 +202,18 @@ def test_one_row_is_picked_as_in_a_batch():
         batch = sample.pick(np.stack([z, z]), np.random.default_rng(trial))  # draws row 0's u first
         assert one.shape == (1,) and one[0] == batch[0], (trial, z)
         assert np.isnan(z).all() or np.isfinite(z[one[0]])
+
+
+def test_the_prime_warning_comes_before_the_text(capsys, monkeypatch, good):
+    """Running text is written as it is generated: a warning about the prime printed when the
+    sample was done came after 500 characters of it, off the top of the screen."""
+    import io
+
+    both = io.StringIO()  # stdout and stderr in the order they were written
+    monkeypatch.setattr(sys, "stdout", both)
+    monkeypatch.setattr(sys, "stderr", both)
+    code, _, _ = run(capsys, "sample", good / "prose.npz", "--prime", "Zoë", "--length", "50", "--seed", 0)
+    assert code == 0
+    lines = both.getvalue().splitlines()
+    assert "of --prime are not in the vocabulary" in lines[0], lines[:3]
+    assert lines[1].startswith("Zoë")
