@@ -31,10 +31,11 @@ import ctypes
 import os
 import sys
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
-from charrnn import cells
+from charrnn import backend, cells
 from charrnn.config import ModelConfig
 
 __all__ = ["ModelConfig", "Layer", "layer_specs", "param_shapes", "init_params", "forward", "backward",
@@ -456,6 +457,8 @@ def scatter_rows(ids: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     For a small n this is the one-hot product onehot(ids)^T rows, which BLAS does fast;
     for a large n (thousands of CJK characters) sorting and `np.add.reduceat`, whose
     cost does not grow with n."""
+    if rows.dtype == np.float32 and (fast := backend.active()) is not None:  # one compiled pass (fast.py)
+        return cast("np.ndarray", fast.scatter_rows(ids, rows, n))
     if n <= 256:
         onehot = (ids[None, :] == np.arange(n)[:, None]).astype(rows.dtype)  # (n, N)
         return onehot @ rows

@@ -357,3 +357,20 @@ def test_inspect_says_what_training_would_do(monkeypatch):
     monkeypatch.setenv(backend.ENV, "numba")
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # as where the extra is not installed
     assert backend.planned() == "numpy (CHARRNN_BACKEND=numba, but numba is not installed: training would refuse it)"
+
+
+@pytest.mark.parametrize("n", [67, 300])  # the one-hot product and the sorting path of model.scatter_rows
+def test_the_input_gradient_agrees(n):
+    """The lookup layer's weight gradient (model.scatter_rows) as one compiled pass."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, n, 2048).astype(np.int32)
+    ids[:5] = n - 1  # the last row gets some, and some rows none
+    rows = rng.standard_normal((2048, 96)).astype(np.float32)
+    want = model.scatter_rows(ids, rows, n)
+    got = fast.scatter_rows(ids, rows, n)
+    assert got.dtype == np.float32 and got.shape == (n, 96)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-5)
+    backend.use("numba")
+    np.testing.assert_array_equal(model.scatter_rows(ids, rows, n), got)  # the dispatch
+    with pytest.raises(IndexError):
+        fast.scatter_rows(np.array([0, n], dtype=np.int32), rows[:2], n)  # never past the end
