@@ -111,3 +111,11 @@ def test_lean_sampling_step_matches_the_stepper():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert run.stdout.count("bit-identical") == 2
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("numba"), reason="needs numba (the fast extra)")
+def test_scatter_experiment_runs():
+    run = subprocess.run([sys.executable, str(BENCH.parent / "scatter.py"), "--configs", "rnn-16", "--reps", "1",
+                          "--block-seconds", "0.05", "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "rnn-16" in run.stdout.splitlines()[-1]
