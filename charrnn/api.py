@@ -35,6 +35,16 @@ class Model:
     checkpoint: Checkpoint
     path: Path | None = None
 
+    def __repr__(self) -> str:
+        """One line, as at a Python prompt: what the model is and how far it trained."""
+        ck, c = self.checkpoint, self.checkpoint.cfg
+        kind = ("bidirectional " if c.bidirectional else "") + c.cell
+        kind += f" ({c.activation})" if c.cell == "rnn" else ""
+        best = ck.meta.best_val_loss
+        return (f"<charrnn.Model {str(self.path) if self.path else '(not saved)'}: {kind}, {c.layers} × "
+                f"{c.hidden_size}, {c.dtype}, vocabulary {c.vocab_size}, {ck.meta.mode.value} mode, "
+                f"{ck.meta.progress.step:,} steps" + (f", best loss {best:.4f}" if best is not None else "") + ">")
+
     def sample(self, n: int = 10, temperature: float = 1.0, length: int | None = None, prime: str = "",
                seed: int | None = None, top_k: int = 0, top_p: float = 1.0, novel: bool | None = None) -> list[str]:
         """n samples, as `charrnn sample` makes them (line models: new lines first by default), generated

@@ -150,16 +150,17 @@ def meta_problem(meta: Meta) -> str:
 
 @dataclass
 class Checkpoint:
+    # the arrays stay out of repr: a checkpoint at a Python prompt is a few lines, not every weight
     cfg: ModelConfig
-    vocab: Vocab
-    params: Params
-    best: Params | None = None
-    opt: Params = field(default_factory=dict)
-    state: State | None = None
-    meta: Meta = field(default_factory=Meta)
-    train_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
-    val_losses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
-    line_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))
+    vocab: Vocab = field(repr=False)
+    params: Params = field(repr=False)
+    best: Params | None = field(default=None, repr=False)
+    opt: Params = field(default_factory=dict, repr=False)
+    state: State | None = field(default=None, repr=False)
+    meta: Meta = field(default_factory=Meta, repr=False)
+    train_losses: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    val_losses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)), repr=False)
+    line_hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64), repr=False)
     format_version: int = 1  # of the file it was loaded from
 
     @property

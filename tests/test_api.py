@@ -56,3 +56,14 @@ def test_sample_runs_in_batches_like_the_command(capsys, names_ckpt, monkeypatch
     code, cli_out, _ = run(capsys, "sample", names_ckpt, "-n", "7", "--seed", "1", "--allow-seen")
     assert code == 0
     assert charrnn.load(names_ckpt).sample(7, seed=1, novel=False) == cli_out.splitlines()
+
+
+def test_a_model_shows_as_one_line(names_ckpt):
+    """At a Python prompt `m` printed every weight, the optimizer's state and 32,000 line
+    hashes; now it says what the model is."""
+    m = charrnn.load(names_ckpt)
+    text = repr(m)
+    assert "\n" not in text and len(text) < 200, text
+    assert text.startswith(f"<charrnn.Model {names_ckpt}: lstm, 1 × 16, float32, vocabulary ")
+    assert "lines mode, 12 steps, best loss " in text
+    assert "array" not in repr(m.checkpoint) and len(repr(m.checkpoint)) < 300
