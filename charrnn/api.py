@@ -40,10 +40,12 @@ class Model:
         ck, c = self.checkpoint, self.checkpoint.cfg
         kind = ("bidirectional " if c.bidirectional else "") + c.cell
         kind += f" ({c.activation})" if c.cell == "rnn" else ""
-        best = ck.meta.best_val_loss
+        best = ck.meta.best_val_loss  # the training loss when there was no validation split
+        judge = "val" if len(ck.val_losses) else "train"
         return (f"<charrnn.Model {str(self.path) if self.path else '(not saved)'}: {kind}, {c.layers} × "
                 f"{c.hidden_size}, {c.dtype}, vocabulary {c.vocab_size}, {ck.meta.mode.value} mode, "
-                f"{ck.meta.progress.step:,} steps" + (f", best loss {best:.4f}" if best is not None else "") + ">")
+                f"{ck.meta.progress.step:,} steps" + (f", best {judge} loss {best:.4f}" if best is not None else "")
+                + ">")
 
     def sample(self, n: int = 10, temperature: float = 1.0, length: int | None = None, prime: str = "",
                seed: int | None = None, top_k: int = 0, top_p: float = 1.0, novel: bool | None = None) -> list[str]:

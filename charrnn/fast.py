@@ -314,7 +314,9 @@ def scatter_rows(ids, rows, n):
     """model.scatter_rows in one pass over the rows. The one-hot product it replaces does n
     times the additions needed: for LSTM-256 on tiny-shakespeare (n = 67, 2,048 rows of 1,024)
     2.9-5.8 ms a step, against 0.3-0.4 ms here."""
-    if len(ids) and not (0 <= ids.min() and ids.max() < n):  # the loop does not check its indices
+    if ids.ndim != 1 or len(ids) != len(rows):  # the loop checks neither its indices nor the lengths
+        raise ValueError(f"one id per row: ids {ids.shape}, rows {rows.shape}")
+    if len(ids) and not (0 <= ids.min() and ids.max() < n):
         raise IndexError(f"ids must be in [0, {n})")
     out = np.zeros((n, rows.shape[1]), dtype=rows.dtype)
     scatter_add(np.ascontiguousarray(ids), np.ascontiguousarray(rows), out)

@@ -406,7 +406,8 @@ def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, fwd: Forward
 class Stepper:
     """Advance B streams one character at a time, for sampling: the same arithmetic as
     `forward` with T = 1, without its caches and per-call set-up, in arrays made once
-    (`cells.Step`). Ids in `banned` get logit -inf (never chosen)."""
+    (`cells.Step`). Ids in `banned` get logit -inf (never chosen). `state` is the latest
+    state, in arrays that later steps overwrite: copy it to keep it."""
 
     def __init__(self, params: Params, cfg: ModelConfig, state: State, banned: list[int] | tuple[int, ...] = ()
                  ) -> None:
@@ -414,12 +415,10 @@ class Stepper:
         if any(layer.reverse for layer in stack):
             raise ValueError("a right-to-left layer cannot be run one step at a time")
         self.cfg, self.state = cfg, list(state)  # the caller's list stays as it was
-        # (input table or W_x, b, cell): plain tuples, since this runs once per generated character
+        # plain tuples, since this runs once per generated character
         self.layers: list[tuple[bool, np.ndarray, np.ndarray, str, np.ndarray, str]] = []
         for layer in stack:
             W_x, W_h, b = (params[name] for name in layer.names())
-            if layer.lookup:  # x W_x + b for a one-hot x is a row of W_x + b: one lookup a step
-                W_x, b = W_x + b, np.zeros_like(b)
             self.layers.append((layer.lookup, W_x, b, layer.cell, W_h, layer.activation))
         self.W_y, self.b_y = params["W_y"], params["b_y"].copy()
         self.b_y[list(banned)] = -np.inf
@@ -435,10 +434,10 @@ class Stepper:
         h = ids
         for k, ((lookup, W_x, b, *_), step) in enumerate(zip(self.layers, self.steps)):  # noqa: B905 (same length)
             if lookup:
-                np.take(W_x, h, axis=0, out=step.a)  # (B, G)
+                np.take(W_x, h, axis=0, out=step.a)  # (B, G): the one-hot product as a row lookup
             else:
                 np.matmul(h, W_x, out=step.a)  # (B, G)
-                step.a += b
+            step.a += b
             self.state[k] = step(self.state[k])
             h = self.state[k][0]
         np.matmul(h, self.W_y, out=self.logits)  # (B, V)

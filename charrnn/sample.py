@@ -47,12 +47,13 @@ def check_options(
 
 
 def sampling_bytes(cfg: ModelConfig, rows: int, length: int, prime_len: int, kept: bool = True) -> int:
-    """About how many bytes generating `rows` samples together takes: the state and one step's
-    gates and logits per row (the choice works in float64), the prime's run one chunk at a time,
-    and, unless shown as generated (`kept` False), the ids and texts of every row."""
+    """About how many bytes generating `rows` samples together takes: per row, the Stepper's
+    arrays (the gates, h W_h, two sets of state and two of scratch per layer; cells.Step), the
+    state it started from and the logits (the choice works in float64); the prime's run one
+    chunk at a time; and, unless shown as generated (`kept` False), the ids and texts of every row."""
     s = np.dtype(cfg.dtype).itemsize
     H, V, G = cfg.hidden_size, cfg.vocab_size, cells.GATES[cfg.cell] * cfg.hidden_size
-    step = rows * (cfg.layers * (G + 4 * H) * s + V * (s + 3 * 8 + 1))
+    step = rows * (cfg.layers * (2 * G + 8 * H) * s + V * (s + 3 * 8 + 1))
     prime = min(prime_len, CHUNK) * (cfg.layers * (2 * G + 4 * H) + V) * s  # caches and logits of one chunk
     texts = rows * (4 * length + 2 * 4 * (prime_len + length)) if kept else 0  # ids; str up to 4 bytes a char
     return step + prime + texts

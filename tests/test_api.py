@@ -65,5 +65,5 @@ def test_a_model_shows_as_one_line(names_ckpt):
     text = repr(m)
     assert "\n" not in text and len(text) < 200, text
     assert text.startswith(f"<charrnn.Model {names_ckpt}: lstm, 1 × 16, float32, vocabulary ")
-    assert "lines mode, 12 steps, best loss " in text
+    assert "lines mode, 12 steps, best val loss " in text
     assert "array" not in repr(m.checkpoint) and len(repr(m.checkpoint)) < 300

@@ -374,3 +374,6 @@ def test_the_input_gradient_agrees(n):
     np.testing.assert_array_equal(model.scatter_rows(ids, rows, n), got)  # the dispatch
     with pytest.raises(IndexError):
         fast.scatter_rows(np.array([0, n], dtype=np.int32), rows[:2], n)  # never past the end
+    for bad in (ids[:3], np.zeros(0, np.int32), ids[:6].reshape(3, 2)):  # one id per row, or no reading past ids
+        with pytest.raises(ValueError):
+            fast.scatter_rows(bad, rows[:4], n)
