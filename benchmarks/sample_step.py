@@ -6,10 +6,10 @@
 Sampling one stream costs per character one (1, H) @ (H, G) product, the cell's element-wise
 work on (1, G) rows, the output layer and the choice. At one row every NumPy call costs about
 a microsecond whatever it computes, so the calls, not the arithmetic, are most of the cell.
-`model.Stepper` already makes its arrays and gate views once (`cells.Step`) and folds the bias
-into the input table. `LeanStep` is the leanest step NumPy allows for the GRU and the vanilla
-RNN, a ceiling for any NumPy sampler: also no function calls inside the cell and every
-operation a ufunc with `out=`. It computes exactly what `model.Stepper` computes (`--check`:
+`model.Stepper` already makes its arrays and gate views once (`cells.Step`). `LeanStep` is the
+leanest step NumPy allows for the GRU and the vanilla RNN, a ceiling for any NumPy sampler: also
+the bias folded into the input table, no function calls inside the cell and every operation a
+ufunc with `out=`. It computes exactly what `model.Stepper` computes (`--check`:
 bit-identical logits, float32). The loops alternate `model.Stepper`, `LeanStep` and PyTorch's
 one-step `nn.GRU` / `nn.RNN` + `nn.Linear` + softmax + multinomial (as `bench.py` times it),
 each choice by `sample.pick` for charrnn; medians of the blocks.
