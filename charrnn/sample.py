@@ -103,7 +103,6 @@ def _pick_one(z32: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 @dataclass
 class Samples:
     texts: list[str]
-    prime_unk: int = 0  # characters of the prime that became <UNK>
     generated: int = 0  # samples generated in all (more than len(texts) with --novel)
     novel: int = -1  # how many of those were not lines of the training text (-1: not checked)
     repeats: int = 0  # texts added to top up when too few new ones turned up (seen, empty or repeated)
@@ -136,7 +135,7 @@ def generate(
         raise ValueError("live output is for stream mode")
     keep = live is None or n > 1
     rng = rng if rng is not None else np.random.default_rng()
-    prime_ids, prime_unk = vocab.encode(prime)
+    prime_ids, _ = vocab.encode(prime)  # unknown characters become <UNK> (sample warns of them)
     if mode == Mode.LINES:
         context = np.r_[EOS, prime_ids]
     else:  # running text starts at the start of a line: a model trained on carried state is
@@ -175,7 +174,7 @@ def generate(
             chunks.append(block)
         t += len(block)
     if not keep:  # shown already and not kept, so that memory stays flat however long it runs
-        return Samples([], prime_unk, n)
+        return Samples([], n)
     out = np.concatenate(chunks)  # (steps, n)
     texts = []
     for b in range(n):
@@ -184,7 +183,7 @@ def generate(
             ends = np.flatnonzero(ids == EOS)
             ids = ids[: ends[0]] if len(ends) else ids
         texts.append(prime + vocab.decode(ids))
-    return Samples(texts, prime_unk, n)
+    return Samples(texts, n)
 
 
 def _in_sorted(values: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -218,11 +217,10 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rou
     kept: list[str] = []  # new, distinct, non-empty samples
     seen: list[str] = []  # the rest, for topping up
     distinct: set[str] = set()
-    generated, novel_count, prime_unk = 0, 0, 0
+    generated, novel_count = 0, 0
     for _ in range(max_rounds):
         s = generate(ck.sampling_params, ck.cfg, ck.vocab, mode, n, **kw)
         generated += len(s.texts)
-        prime_unk = s.prime_unk
         is_new = ~_in_sorted(hash_each(s.texts), table)
         novel_count += int(is_new.sum())
         for text, new in zip(s.texts, is_new, strict=True):
@@ -231,7 +229,7 @@ def generate_from(ck: Checkpoint, n: int = 1, novel: bool | None = None, max_rou
             distinct.add(text)
         if len(kept) >= n:
             break
-    out = Samples(kept[:n], prime_unk, generated, novel_count)
+    out = Samples(kept[:n], generated, novel_count)
     if novel is None and len(kept) < n:
         out.texts += seen[: n - len(kept)]
         out.repeats = len(out.texts) - len(kept)
