@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn import model, optim
+from charrnn import backend, model, optim
 from charrnn.config import Mode, ModelConfig
 from charrnn.data import Batches, hide, make_corpus, sequences
 from charrnn.vocab import EOS, UNK
@@ -163,7 +163,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--anneal", action="store_true", help="learning rate falls linearly to 5 %% over the time")
     ap.add_argument("--head", type=int, default=0, help="width of a tanh layer on [h->_{t-1}; h<-_{t+1}] (0: none)")
+    ap.add_argument("--backend", choices=["numpy", "numba"], default=None, help="default: numba when it imports")
     a = ap.parse_args()
+    print(f"backend: {backend.describe(backend.use(a.backend))}", flush=True)
     if a.check:
         check()
         return

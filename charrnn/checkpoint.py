@@ -42,7 +42,9 @@ from charrnn.errors import CharrnnError
 from charrnn.model import Params, State, layer_specs, param_shapes
 from charrnn.vocab import Vocab
 
-FORMAT_VERSION = 2  # 2: bidirectional models (their files say 2); forward models are still written as 1
+# 2: bidirectional models; 3: the neighbors objective. Each file says the oldest version that reads
+# it: forward models are still written as 1, masked ones as 2.
+FORMAT_VERSION = 3
 MAX_LOSS = -math.log(np.finfo(np.float64).tiny)  # 708.4 nats: no cross-entropy charrnn computes is larger
 
 
@@ -182,7 +184,7 @@ def line_hashes(lines: list[str]) -> np.ndarray:
 
 def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then rename over `path`."""
-    version = 2 if ck.cfg.bidirectional else 1  # a forward model's file stays readable by charrnn before 2
+    version = {Objective.NEXT: 1, Objective.MASKED: 2, Objective.NEIGHBORS: 3}[ck.cfg.objective]
     meta = dict(asdict(ck.meta), format_version=version, model=ck.cfg.to_dict(), vocab=ck.vocab.chars)
     arrays: dict[str, np.ndarray] = {
         "meta": np.frombuffer(json.dumps(meta, ensure_ascii=True).encode("ascii"), dtype=np.uint8)
@@ -346,7 +348,7 @@ def parse_header(path: Path, raw: bytes) -> tuple[int, ModelConfig, Vocab, Meta]
     except (MetaError, CharrnnError) as e:  # CharrnnError: a train config no option could give
         raise _bad(path, f"damaged metadata: {e}") from None
     problem = meta_problem(info) or (
-        "a bidirectional model must predict masked characters" if info.objective != cfg.objective else "")
+        f"the objective is {info.objective}, the model's {cfg.objective}" if info.objective != cfg.objective else "")
     if problem:
         raise _bad(path, f"damaged metadata: {problem}")
     return version, cfg, vocab, info

@@ -160,6 +160,10 @@ def train(
     bidirectional: bool = typer.Option(
         False, "--bidirectional", help="Read both ways and learn to fill in hidden characters (for `charrnn fill` "
         "and `embed`; such a model does not `sample`). Stream text is read in --seq-len chunks, no state carried."),
+    objective: Optional[str] = typer.Option(
+        None, metavar="neighbors|masked", help="Bidirectional: predict every character from the states on either "
+        "side of it (neighbors, the default: every character teaches), or only the hidden ones, from states that "
+        "read <MASK> there (masked, like BERT; the only objective of earlier versions)."),
     mask_rate: Optional[float] = typer.Option(
         None, help="Bidirectional: fraction of characters hidden in each batch, in spans of 1-3 [default: 0.15]."),
     resume: Optional[Path] = typer.Option(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from charrnn import backend, checkpoint, limits
-from charrnn.config import MAX_SEQ_LEN, Mode, ModelConfig, TrainConfig, option, plural
+from charrnn.config import MAX_SEQ_LEN, Mode, ModelConfig, Objective, TrainConfig, option, plural
 from charrnn.errors import CharrnnError, OptionError, visible
 from charrnn.model import param_shapes, textbook_param_count, training_bytes
 from charrnn.sample import BATCH, check_options, generate, generate_from, sampling_bytes
@@ -240,6 +240,14 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
     return trainer, chosen, notes
 
 
+def objective_words(objective: Objective, mask_rate: str) -> str:
+    """What a model learns to predict, for the training summary and `inspect`."""
+    hidden = f"{mask_rate} hidden as <MASK> in spans of 1-3"
+    return {Objective.NEXT: "the next character",
+            Objective.MASKED: f"hidden characters ({hidden})",
+            Objective.NEIGHBORS: f"every character from both sides ({hidden})"}[objective]
+
+
 def config_lines(trainer: Trainer, chosen: set[str], source: str, n_params: int) -> list[str]:
     """The settings of a run, one plain line each (rich markup), under 80 columns: a terminal shows them
     as they are, and a pipe gets them without padding."""
@@ -268,8 +276,8 @@ def config_lines(trainer: Trainer, chosen: set[str], source: str, n_params: int)
         ("batches", f"{v('batch_size', cfg.batch_size)} × "
          + (f"lines up to {v('seq_len', cfg.seq_len)}" if lines else f"{v('seq_len', cfg.seq_len)} steps")
          + (", no state carried between chunks" if model_cfg.bidirectional and not lines else "")),
-        ("objective", f"hidden characters, {v('mask_rate', f'{cfg.mask_rate:.0%}')} in spans of 1-3 read as <MASK>"
-         if model_cfg.bidirectional else "the next character"),
+        ("objective", objective_words(model_cfg.objective, v("mask_rate", f"{cfg.mask_rate:.0%}"))
+         + (" [dim](auto)[/]" if "objective" in chosen else "")),
         ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}"
          + (f", ×{cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
          + (f", ×{cfg.lr_plateau} on plateau" if cfg.lr_plateau < 1 else "")
@@ -460,7 +468,7 @@ def run_train(o: dict[str, Any], explicit: set[str]) -> int:
                f"{trainer.wall_time:,.0f} s")
     out.print(summary)
     if fig["loss"] is not None:
-        unit = "nats per hidden char" if trainer.model_cfg.bidirectional else "nats/char"
+        unit = "nats/char" if not trainer.model_cfg.bidirectional else f"nats per {trainer.model_cfg.objective.per}"
         out.print(f"best {'val' if trainer.val_losses else 'train'} loss {fig['loss']:.4f} {unit} "
                   f"({fig['bits_per_char']:.3f} bits, perplexity {fig['perplexity']:.2f})")
     bi = trainer.model_cfg.bidirectional
@@ -599,6 +607,9 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     cell = ("bidirectional " if m.get("bidirectional") else "") + m["cell"] + (
         f" ({m['activation']})" if m["cell"] == "rnn" else "")
     out.print(f"[dim]model[/]  {cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}")
+    if m.get("bidirectional"):
+        rate = f"{s['config']['train'].get('mask_rate', 0.15):.0%}"
+        out.print(f"[dim]learns[/] {objective_words(Objective(m.get('objective', 'masked')), rate)}")
     out.print(f"[dim]backend[/] training here runs on {plain(backend.planned(m['dtype']))}")
     out.print(f"[dim]data[/]   {d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
               + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
@@ -688,8 +699,8 @@ def run_eval(ckpt: Path, text_file: Path, as_json: bool, encoding: str, errors: 
 
 def _eval_masked(ck: checkpoint.Checkpoint, text_file: Path, ids: np.ndarray, starts: np.ndarray, unk: int,
                  as_json: bool) -> int:
-    """eval of a bidirectional model: the masked-character loss (characters hidden by a fixed seed, as
-    in training) and the fill accuracy with one character blanked per line or at spread positions."""
+    """eval of a bidirectional model: its training loss (characters hidden by a fixed seed, as in
+    training) and the fill accuracy with one character blanked per line or at spread positions."""
     from charrnn import fill, report
     from charrnn.score import text_loss
 
@@ -697,15 +708,15 @@ def _eval_masked(ck: checkpoint.Checkpoint, text_file: Path, ids: np.ndarray, st
     loss = text_loss(ck, ids, starts)
     acc, n = fill.accuracy(ck, mode, ids, starts)
     fig = report.loss_figures(loss)
-    result = {**fig, "objective": "masked", "fill_accuracy": acc, "fill_blanks": n, "unk_chars": unk,
+    result = {**fig, "objective": ck.cfg.objective.value, "fill_accuracy": acc, "fill_blanks": n, "unk_chars": unk,
               "mode": mode.value, "file": str(text_file)}
     if as_json:
         print(json.dumps(result, indent=2))
         return 0
     out.print(f"[bold]{plain(text_file)}[/] ({mode} mode, bidirectional): characters hidden as in training "
               f"({cfg.mask_rate:.0%}, spans of 1-3, fixed seed)")
-    out.print(f"  loss       {fig['loss']:.4f} nats per hidden character\n  bits/char  {fig['bits_per_char']:.4f}\n"
-              f"  perplexity {fig['perplexity']:.3f}")
+    out.print(f"  loss       {fig['loss']:.4f} nats per {ck.cfg.objective.per}\n"
+              f"  bits/char  {fig['bits_per_char']:.4f}\n  perplexity {fig['perplexity']:.3f}")
     out.print(f"  fill       {acc:.1%} right with one character blanked in each of {n:,} "
               + ("lines" if mode == Mode.LINES else "spread windows"))
     if unk:
@@ -825,6 +836,9 @@ def run_export(ckpt: Path, target: Path) -> int:
 
     export_target(target)
     ck = checkpoint.load(ckpt)
+    if ck.cfg.objective == Objective.NEIGHBORS and ck.cfg.layers > 1:
+        raise CharrnnError(f"{ckpt}: a {ck.cfg.layers}-layer neighbors model keeps its two directions in separate "
+                           "stacks, which nn.LSTM(bidirectional=True) cannot hold; export supports it with 1 layer")
     export = interop.Export(ck.cfg, ck.vocab, ck.meta.mode, ck.meta.objective, ck.meta.source, ck.meta.train.seq_len)
     tensors = interop.to_torch(ck.sampling_params, ck.cfg)
     interop.write_file(target, tensors, interop.metadata(export))
@@ -839,6 +853,8 @@ def run_export(ckpt: Path, target: Path) -> int:
               + (f", nonlinearity='{cfg.activation}'" if cfg.cell == "rnn" else "")
               + (", bidirectional=True" if bi else "")
               + f") + nn.Linear({(2 if bi else 1) * cfg.hidden_size}, {cfg.vocab_size}) as 'out'", markup=False)
+    if cfg.objective == Objective.NEIGHBORS:
+        out.print("  'out' reads [h→ at t-1 ; h← at t+1] to predict the character at t (zeros past either end)")
     return 0
 
 

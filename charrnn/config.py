@@ -38,9 +38,15 @@ class Objective(str, Enum):
 
     NEXT = "next"  # the next character, from the characters before it
     MASKED = "masked"  # characters replaced by <MASK>, from both sides (bidirectional models)
+    NEIGHBORS = "neighbors"  # every character, from the states on either side of it (bidirectional models)
 
     def __str__(self) -> str:
         return self.value
+
+    @property
+    def per(self) -> str:
+        """What its loss is averaged over: "nats per {per}"."""
+        return {"next": "char", "masked": "hidden char", "neighbors": "char, read from both sides"}[self.value]
 
 
 @dataclass
@@ -52,10 +58,21 @@ class ModelConfig:
     activation: str = "tanh"  # rnn only: tanh | relu
     dropout: float = 0.0  # dropout on each layer's output while training; 0 disables
     dtype: str = "float32"  # float32 for speed, float64 for gradient checks
-    bidirectional: bool = False  # a right-to-left layer beside each left-to-right one; predicts masked characters
+    bidirectional: bool = False  # a right-to-left layer beside each left-to-right one
+    # what it predicts: next for a forward model; masked or neighbors for a bidirectional one (files
+    # before format 3 do not say: a bidirectional one of them is masked)
+    objective: Objective = Objective.NEXT
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            self.objective = Objective(self.objective)
+        except ValueError:
+            raise OptionError(f"--objective must be masked or neighbors, not {self.objective!r}") from None
+        if self.bidirectional and self.objective == Objective.NEXT:
+            self.objective = Objective.MASKED
+        if not self.bidirectional and self.objective != Objective.NEXT:
+            problems.append(f"--objective {self.objective} is for bidirectional models: add --bidirectional")
         if self.cell not in CELLS:
             problems.append(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         if self.activation not in ACTIVATIONS:
@@ -75,13 +92,12 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d["objective"] = self.objective.value
         if not self.bidirectional:
             del d["bidirectional"]  # so a forward model's file stays readable by charrnn before it (format 1)
+        if self.objective != Objective.NEIGHBORS:
+            del d["objective"]  # the same for masked models (format 2)
         return d
-
-    @property
-    def objective(self) -> Objective:
-        return Objective.MASKED if self.bidirectional else Objective.NEXT
 
 
 @dataclass
@@ -188,13 +204,15 @@ def auto_settings(mode: Mode, train_chars: int, optimizer: str = "adam", bidirec
     learning rate is the optimizer's own (AUTO_LR). A bidirectional line model, which learns
     only from its hidden characters, fills names better with less dropout (benchmarks/README.md)."""
     lr = AUTO_LR.get(optimizer, AUTO_LR["adam"])[Mode(mode)]
+    objective = dict(objective=Objective.NEIGHBORS) if bidirectional else {}
     if mode == Mode.LINES:
         return dict(cell="lstm", hidden_size=256, layers=1, dropout=0.1 if bidirectional else 0.3, seq_len=64,
-                    batch_size=64, lr=lr, eval_every=200, patience=5, epochs=30.0)
+                    batch_size=64, lr=lr, eval_every=200, patience=5, epochs=30.0, **objective)
     if train_chars < 200_000:
         size = dict(hidden_size=128, layers=1, dropout=0.0)
     elif train_chars < 3_000_000:
         size = dict(hidden_size=256, layers=2, dropout=0.1)
     else:
         size = dict(hidden_size=512, layers=2, dropout=0.1)
-    return dict(cell="lstm", seq_len=64, batch_size=32, lr=lr, eval_every=200, patience=5, epochs=30.0, **size)
+    return dict(cell="lstm", seq_len=64, batch_size=32, lr=lr, eval_every=200, patience=5, epochs=30.0, **size,
+                **objective)

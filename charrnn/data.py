@@ -339,7 +339,7 @@ class MaskedBatch:
 
     x: np.ndarray  # (T, B) int32 inputs, mask_id at the hidden positions
     y: np.ndarray  # (T, B) int32 the true characters
-    weights: np.ndarray  # (T, B) float32, 1 at hidden positions (the loss is the mean over them)
+    weights: np.ndarray  # (T, B) float32, 1 at target positions (the loss is the mean over them)
     lengths: np.ndarray | None  # (B,) real steps per row (lines), or None: every row is T long
 
 
@@ -373,8 +373,11 @@ def hide(candidates: np.ndarray, rate: float, rng: np.random.Generator) -> np.nd
     return hidden
 
 
-def masked_batch(batch: Batch, mode: Mode, rate: float, rng: np.random.Generator, mask_id: int) -> MaskedBatch:
+def masked_batch(batch: Batch, mode: Mode, rate: float, rng: np.random.Generator, mask_id: int,
+                 every: bool = False) -> MaskedBatch:
+    """Hide about `rate` of the characters; the targets are the hidden ones, or with `every` (the
+    neighbors objective, which never sees the character it predicts) every character that could be."""
     seq, lengths, candidates = sequences(batch, mode)
     hidden = hide(candidates, rate, rng)
     x = np.where(hidden, mask_id, seq).astype(np.int32)
-    return MaskedBatch(x, seq.astype(np.int32), hidden.astype(np.float32), lengths)
+    return MaskedBatch(x, seq.astype(np.int32), (candidates if every else hidden).astype(np.float32), lengths)

@@ -195,15 +195,15 @@ def parse_metadata(meta: Any) -> Export:
                            f"vocabulary has {len(vocab)}" + (" (+ <MASK>)" if bidirectional else ""))
     if not (1 <= hidden <= 1 << 16 and 1 <= layers <= 64):
         raise InteropError(f"hidden_size {hidden} or num_layers {layers} out of range")
-    cfg = ModelConfig(len(vocab), cell, hidden, layers, nonlinearity, 0.0, dtype, bidirectional)
     d = _json_table(meta, "data")
     try:
         mode, objective = Mode(d.get("mode")), Objective(d.get("objective"))
     except ValueError as e:
         raise InteropError(f"the metadata's data: {e}") from None
-    if objective != cfg.objective:
+    if bidirectional == (objective == Objective.NEXT):
         raise InteropError(f"a {'bidirectional' if bidirectional else 'forward'} model cannot have objective "
                            f"{objective.value!r}")
+    cfg = ModelConfig(len(vocab), cell, hidden, layers, nonlinearity, 0.0, dtype, bidirectional, objective)
     seq_len = _field(d, "seq_len", int, "data")
     if not 1 <= seq_len <= MAX_SEQ_LEN:  # sampling's default length: bounded, so `sample` ends
         raise InteropError(f"the metadata's data.seq_len is {seq_len}")

@@ -23,6 +23,15 @@ named W_x{l}_rev, W_h{l}_rev, b{l}_rev. They are trained to predict masked chara
 has one input row more than the vocabulary, id V = <MASK>, which the output never predicts.
 Rows of a batch may have different lengths (`lengths`, lines padded at the end): a reverse layer
 then reads each row from its own last character, so padding never reaches real positions.
+
+Two objectives for bidirectional models (cfg.objective):
+    masked     y_t from [h→_t ; h←_t]; only positions whose input is <MASK> are targets (~15 %)
+    neighbors  y_t from [h→_{t-1} ; h←_{t+1}] (zeros past either end): the left-to-right stack has
+               read up to t - 1 and the right-to-left one down to t + 1, so the character at t is
+               never seen and every character is a target. Above layer 0 each direction reads only
+               its own direction's layer below (`Layer.separate`): an upper layer reading
+               [h→_t ; h←_t] would have seen t. `shift` and `unshift` are the output's input and
+               its derivative.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ from typing import cast
 import numpy as np
 
 from charrnn import backend, cells
-from charrnn.config import ModelConfig
+from charrnn.config import ModelConfig, Objective
 
 __all__ = ["ModelConfig", "Layer", "layer_specs", "param_shapes", "init_params", "forward", "backward",
            "Forward", "LayerRun", "Stepper", "cross_entropy", "token_nll", "loss_and_grads", "zero_state"]
@@ -55,6 +64,7 @@ class Layer:
     hidden: int  # H
     activation: str = "tanh"  # rnn only
     reverse: bool = False  # reads the sequence right to left
+    separate: bool = False  # reads only its own direction's layer below (one stack per direction), not both
 
     @property
     def gates(self) -> int:
@@ -88,10 +98,13 @@ def input_size(cfg: ModelConfig) -> int:
 
 def layer_specs(cfg: ModelConfig) -> list[Layer]:
     """The stack a config describes: `layers` levels of the same cell, each reading the level below;
-    one layer per level, or a left-to-right and a right-to-left one when bidirectional."""
+    one layer per level, or a left-to-right and a right-to-left one when bidirectional (reading
+    only their own direction below for the neighbors objective)."""
     directions = (False, True) if cfg.bidirectional else (False,)
-    width = cfg.hidden_size * len(directions)  # what a level outputs
-    return [Layer(l, cfg.cell, input_size(cfg) if l == 0 else width, cfg.hidden_size, cfg.activation, reverse)
+    separate = cfg.objective == Objective.NEIGHBORS
+    width = cfg.hidden_size * (1 if separate else len(directions))  # what a layer above layer 0 reads
+    return [Layer(l, cfg.cell, input_size(cfg) if l == 0 else width, cfg.hidden_size, cfg.activation, reverse,
+                  separate and l > 0)
             for l in range(cfg.layers) for reverse in directions]
 
 
@@ -125,12 +138,13 @@ def textbook_param_count(cfg: ModelConfig) -> int:
     """(n_a + n_x) n_a + n_a per RNN layer, times 3 for a GRU, 4 for an LSTM; n_a n_y + n_y on top.
 
     Bidirectional: that per direction per layer, with n_x = V + 1 (<MASK>) at the bottom and 2 n_a
-    above; the output layer reads 2 n_a."""
+    above (n_a for the neighbors objective, one stack per direction); the output layer reads 2 n_a."""
     n_a, n_y = cfg.hidden_size, cfg.vocab_size
     directions = 2 if cfg.bidirectional else 1
+    below = 1 if cfg.objective == Objective.NEIGHBORS else directions  # neighbors: each direction its own stack
     total = 0
     for l in range(cfg.layers):
-        n_x = (n_y + 1 if cfg.bidirectional else n_y) if l == 0 else directions * n_a
+        n_x = (n_y + 1 if cfg.bidirectional else n_y) if l == 0 else below * n_a
         total += directions * cells.GATES[cfg.cell] * ((n_a + n_x) * n_a + n_a)
     return total + directions * n_a * n_y + n_y
 
@@ -143,7 +157,8 @@ def training_bytes(cfg: ModelConfig, batch: int, steps: int, optimizer_slots: in
     s = np.dtype(cfg.dtype).itemsize
     d, H, V = (2 if cfg.bidirectional else 1), cfg.hidden_size, cfg.vocab_size
     G = cells.GATES[cfg.cell] * H
-    n_params = d * ((input_size(cfg) + H + 1) * G + (cfg.layers - 1) * (d * H + H + 1) * G) + d * H * V + V
+    below = 1 if cfg.objective == Objective.NEIGHBORS else d  # what an upper layer reads, in units of H
+    n_params = d * ((input_size(cfg) + H + 1) * G + (cfg.layers - 1) * (below * H + H + 1) * G) + d * H * V + V
     per_char = 2 * d * cfg.layers * (2 * G + 4 * H) * s + V * (3 * s + 8)  # the softmax works in float64
     return (4 + optimizer_slots) * n_params * s + batch * steps * per_char
 
@@ -255,7 +270,8 @@ class Forward:
     state: State  # per layer, the state after the last step (what the next chunk starts from)
     layers: list[LayerRun]
     x: np.ndarray  # (T, B) the input ids
-    top: np.ndarray  # (T, B, H) what the output layer read: the last layer's outputs after dropout
+    top: np.ndarray  # (T, B, H) what the output layer read: the last level's outputs after dropout (shifted
+    # for the neighbors objective)
 
 
 def reversal(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
@@ -362,19 +378,42 @@ def forward(
     if state is None:
         state = zero_state(cfg, B, stack)
     inp: np.ndarray = x
+    outs: list[np.ndarray] = []  # the outputs of the level below, one per layer
     new_state: State = []
     runs = []
     for level in levels(stack):
-        outs = []
-        for k in level:
-            out, final, run = layer_forward(stack[k], params, inp, state[k], cfg.dropout, dropout_rng, lengths)
+        below, outs = outs, []
+        for i, k in enumerate(level):
+            src = below[i] if stack[k].separate else inp  # its own direction's layer below, or the whole level
+            out, final, run = layer_forward(stack[k], params, src, state[k], cfg.dropout, dropout_rng, lengths)
             outs.append(out)
             new_state.append(final)
             runs.append(run)
         inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)  # (T, B, sum of H)
+    if cfg.objective == Objective.NEIGHBORS:
+        inp = shift(inp)
     logits = (inp.reshape(T * B, -1) @ params["W_y"]).reshape(T, B, -1)  # (T, B, V)
     logits += params["b_y"]
     return Forward(logits, new_state, runs, x, inp)
+
+
+def shift(top: np.ndarray) -> np.ndarray:
+    """The neighbors objective's output input: [h→_{t-1} ; h←_{t+1}] at each t, from
+    top = [h→_t ; h←_t] (T, B, 2H); zeros where t - 1 or t + 1 is past the end."""
+    H = top.shape[2] // 2
+    s = np.zeros_like(top)
+    s[1:, :, :H] = top[:-1, :, :H]
+    s[:-1, :, H:] = top[1:, :, H:]
+    return s
+
+
+def unshift(ds: np.ndarray) -> np.ndarray:
+    """dL/d(top) from dL/d(shift(top)): the shift's transpose (each value moved back to where it came from)."""
+    H = ds.shape[2] // 2
+    d = np.zeros_like(ds)
+    d[:-1, :, :H] = ds[1:, :, :H]
+    d[1:, :, H:] = ds[:-1, :, H:]
+    return d
 
 
 def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, fwd: Forward) -> tuple[Params, State]:
@@ -385,21 +424,26 @@ def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, fwd: Forward
         "W_y": fwd.top.reshape(T * B, -1).T @ dlog2,  # (H, V)
         "b_y": dlog2.sum(axis=0),  # (V,)
     }
-    dH: np.ndarray | None = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, width of the top level)
+    dtop = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, width of the top level)
+    dH: np.ndarray | None = unshift(dtop) if cfg.objective == Objective.NEIGHBORS else dtop
     dstate: State = [()] * len(fwd.layers)
+    parts: list[np.ndarray] = []  # dL/d(each layer's outputs) of the level, when they read separate inputs
     for level in reversed(levels([run.layer for run in fwd.layers])):
-        assert dH is not None  # only the lookup level, which is at the bottom, returns none
-        dX = None
-        start = 0
-        for k in level:  # each layer's columns of the level's output
+        if not parts:  # each layer's columns of the level's output
+            assert dH is not None  # only the lookup level, which is at the bottom, returns none
+            widths = np.cumsum([fwd.layers[k].layer.hidden for k in level])[:-1]
+            parts = [dH] if len(level) == 1 else [np.ascontiguousarray(p) for p in np.split(dH, widths, axis=2)]
+        dX, below = None, []
+        for k, part in zip(level, parts, strict=True):
             run = fwd.layers[k]
-            H = run.layer.hidden
-            part = dH if len(level) == 1 else np.ascontiguousarray(dH[..., start : start + H])
-            start += H
             layer_grads, dX_k, dstate[k] = layer_backward(run, params, part)
             grads.update(layer_grads)
-            dX = dX_k if dX is None else dX + dX_k  # both directions read the same input
-        dH = dX
+            if run.layer.separate:
+                assert dX_k is not None
+                below.append(dX_k)  # to its own direction's layer below
+            else:
+                dX = dX_k if dX is None else dX + dX_k  # both directions read the same input
+        dH, parts = dX, below
     return grads, dstate
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from charrnn import model
-from charrnn.config import Mode, ModelConfig
+from charrnn.config import Mode, ModelConfig, Objective
 from charrnn.data import Batch, encode_lines, line_starts, lines_batch, masked_batch
 from charrnn.errors import CharrnnError
 
@@ -129,12 +129,14 @@ def masked_loss(
     seed: int = 0,
     max_chars: int = 0,
 ) -> float:
-    """Mean loss in nats per hidden character of a bidirectional model, characters hidden as in
-    training (spans, `rate`) but by a fixed seed: the same figure every time."""
+    """Mean loss in nats per target character of a bidirectional model (the hidden ones, or every one
+    for the neighbors objective), characters hidden as in training (spans, `rate`) but by a fixed
+    seed: the same figure every time."""
     ids, starts = _truncate(mode, ids, starts, max_chars)
     total, count = 0.0, 0.0
     for k, batch in enumerate(masked_batches(mode, ids, starts, seq_len)):
-        mb = masked_batch(batch, mode, rate, np.random.default_rng([seed, 4, k]), model.input_size(cfg) - 1)
+        mb = masked_batch(batch, mode, rate, np.random.default_rng([seed, 4, k]), model.input_size(cfg) - 1,
+                          every=cfg.objective == Objective.NEIGHBORS)
         logits = model.forward(params, cfg, mb.x, lengths=mb.lengths).logits
         loss, _, m = model.cross_entropy(logits, mb.y, mb.weights, grad=False)
         total += loss * m

@@ -18,7 +18,7 @@ import numpy as np
 
 from charrnn import backend, model, optim
 from charrnn.checkpoint import Checkpoint, CorpusInfo, Meta, Progress, line_hashes
-from charrnn.config import Mode, ModelConfig, TrainConfig, auto_settings, plural
+from charrnn.config import Mode, ModelConfig, Objective, TrainConfig, auto_settings, plural
 from charrnn.data import Batches, Corpus, masked_batch
 from charrnn.errors import CharrnnError
 from charrnn.model import Params, State
@@ -205,7 +205,8 @@ class Trainer:
         if self.model_cfg.bidirectional:  # hide characters; no state carried (both directions see the chunk)
             hide_rng = np.random.default_rng([self.cfg.seed, 3, self.step])  # a function of the step: resumes exactly
             mask_id = model.input_size(self.model_cfg) - 1
-            mb = masked_batch(batch, self.corpus.mode, self.cfg.mask_rate, hide_rng, mask_id)
+            mb = masked_batch(batch, self.corpus.mode, self.cfg.mask_rate, hide_rng, mask_id,
+                              every=self.model_cfg.objective == Objective.NEIGHBORS)
             with backend.running_on(self.fast):
                 loss, grads, _ = model.loss_and_grads(self.params, self.model_cfg, mb.x, mb.y, mb.weights, None,
                                                       dropout_rng, mb.lengths)
@@ -231,7 +232,7 @@ class Trainer:
     # ------------------------------------------------------------ evaluation
 
     def evaluate(self, params: Params | None = None) -> float | None:
-        """Mean validation loss in nats/char (per masked character for a bidirectional model), or
+        """Mean validation loss in nats/char (per target character for a bidirectional model), or
         None without a validation split."""
         c = self.corpus
         if len(c.val) < 2 or (c.mode == Mode.LINES and len(c.val_starts) == 0):

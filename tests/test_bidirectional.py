@@ -13,13 +13,14 @@ from charrnn.config import Mode, ModelConfig
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
 
-def lines_masked_batch(V: int, rng: np.random.Generator, rate: float = 0.3) -> data.MaskedBatch:
+def lines_masked_batch(V: int, rng: np.random.Generator, rate: float = 0.3, every: bool = False
+                       ) -> data.MaskedBatch:
     """Three lines of different lengths as a lines batch, with characters hidden."""
     lines = [rng.integers(2, V, n) for n in (5, 2, 4)]
     ids = np.concatenate([np.r_[line, 1] for line in lines]).astype(np.int32)  # each line ends in <EOS>
     starts = data.line_starts(ids)
     batch = data.Batch(*data.lines_batch(ids, starts, np.arange(3), 64))
-    return data.masked_batch(batch, Mode.LINES, rate, rng, mask_id=V)
+    return data.masked_batch(batch, Mode.LINES, rate, rng, mask_id=V, every=every)
 
 
 def test_specs_of_a_bidirectional_model():
@@ -32,15 +33,57 @@ def test_specs_of_a_bidirectional_model():
     assert sum(int(np.prod(s)) for s in shapes.values()) == model.textbook_param_count(cfg)
 
 
+def test_specs_of_a_neighbors_model_keep_the_directions_apart():
+    cfg = ModelConfig(9, "gru", 4, 3, bidirectional=True, objective="neighbors")
+    stack = model.layer_specs(cfg)
+    assert [(layer.index, layer.reverse, layer.n_in, layer.separate) for layer in stack] == [
+        (0, False, 10, False), (0, True, 10, False), (1, False, 4, True), (1, True, 4, True),
+        (2, False, 4, True), (2, True, 4, True)]  # above layer 0 each reads its own direction: H wide
+    shapes = model.param_shapes(cfg)
+    assert shapes["W_x1_rev"] == (4, 12) and shapes["W_y"] == (8, 9)
+    assert sum(int(np.prod(s)) for s in shapes.values()) == model.textbook_param_count(cfg)
+
+
+def test_the_shift_and_its_transpose():
+    rng = np.random.default_rng(0)
+    top, d = rng.standard_normal((5, 2, 6)), rng.standard_normal((5, 2, 6))
+    s = model.shift(top)
+    np.testing.assert_array_equal(s[2, :, :3], top[1, :, :3])  # h→ from the step before
+    np.testing.assert_array_equal(s[2, :, 3:], top[3, :, 3:])  # h← from the step after
+    assert not s[0, :, :3].any() and not s[-1, :, 3:].any()  # nothing past either end
+    assert np.isclose((s * d).sum(), (top * model.unshift(d)).sum())  # <shift(a), d> = <a, unshift(d)>
+
+
+def test_neighbors_logits_read_the_states_beside_each_position():
+    """logits[t] = [h→_{t-1} ; h←_{t+1}] W_y + b_y from the top layers' own outputs, written out."""
+    V, rng = 7, np.random.default_rng(1)
+    cfg = ModelConfig(V, "gru", 5, 2, bidirectional=True, objective="neighbors", dtype="float64")
+    params = model.init_params(cfg, rng)
+    params["b_y"] += rng.standard_normal(V)
+    x = rng.integers(0, V + 1, (6, 2))
+    fwd = model.forward(params, cfg, x)
+    right, left = fwd.layers[2].hs, fwd.layers[3].hs  # level 1: left-to-right, right-to-left
+    for t in range(6):
+        a = right[t - 1] if t > 0 else np.zeros((2, 5))
+        b = left[t + 1] if t < 5 else np.zeros((2, 5))
+        want = np.concatenate([a, b], axis=1) @ params["W_y"] + params["b_y"]
+        np.testing.assert_allclose(fwd.logits[t], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("objective", ["masked", "neighbors"])
 @pytest.mark.parametrize("cell,activation", CELLS)
-def test_masked_loss_gradients_two_layers_with_dropout(cell, activation):
+def test_masked_loss_gradients_two_layers_with_dropout(cell, activation, objective):
     V, rng = 7, np.random.default_rng(0)
-    cfg = ModelConfig(V, cell, 4, 2, activation, dropout=0.25, dtype="float64", bidirectional=True)
+    cfg = ModelConfig(V, cell, 4, 2, activation, dropout=0.25, dtype="float64", bidirectional=True,
+                      objective=objective)
     params = model.init_params(cfg, rng)
     for k in params:
         params[k] += rng.standard_normal(params[k].shape) * 0.3
-    mb = lines_masked_batch(V, rng)
-    assert mb.weights.sum() >= 3 and (mb.x[mb.weights > 0] == V).all()
+    mb = lines_masked_batch(V, rng, every=objective == "neighbors")
+    if objective == "masked":
+        assert mb.weights.sum() >= 3 and (mb.x[mb.weights > 0] == V).all()
+    else:  # every character of every line, hidden or not; the end markers never
+        assert mb.weights.sum() == 5 + 2 + 4 and (mb.x[mb.weights > 0] != V).any()
 
     def loss() -> float:
         fwd = model.forward(params, cfg, mb.x, None, np.random.default_rng(5), lengths=mb.lengths)
@@ -66,6 +109,27 @@ def test_backward_direction_mirrors_a_forward_model_on_the_reversed_text(cell, a
     q.update(W_y=np.zeros((5, V + 1)), b_y=np.zeros(V + 1))
     want = model.forward(q, fw, x[::-1]).layers[0].hs[::-1]
     np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_neighbors_never_see_the_character_they_predict(cell, layers):
+    """The prediction at every position t does not depend on the character at t, hidden or not, and
+    depends on the characters at t - 1 and t + 1."""
+    V, T, rng = 8, 10, np.random.default_rng(3)
+    cfg = ModelConfig(V, cell, 6, layers, bidirectional=True, objective="neighbors", dtype="float64")
+    params = model.init_params(cfg, rng)
+    x = rng.integers(2, V, (T, 3))
+    base = model.forward(params, cfg, x).logits
+    for t in range(T):
+        x2 = x.copy()
+        x2[t] = (x2[t] - 2 + 1) % (V - 2) + 2
+        x2[t, 0] = V  # <MASK> in one row
+        got = model.forward(params, cfg, x2).logits
+        np.testing.assert_array_equal(got[t], base[t])
+        for s in (t - 1, t + 1):
+            if 0 <= s < T:
+                assert not np.allclose(got[s], base[s])
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])

@@ -27,18 +27,23 @@ def models(tmp_path_factory):
     assert run_quietly("train", d / "names.txt", "-o", d / "fw.npz", *BI[1:]) == 0
     assert run_quietly("train", d / "prose.txt", "-o", d / "bis.npz", "--mode", "stream", "--seq-len", "32",
                        *BI) == 0
+    assert run_quietly("train", d / "names.txt", "-o", d / "bim.npz", "--objective", "masked", *BI) == 0
     return d
 
 
-def test_bidirectional_checkpoint_is_format_2_with_its_mask_id(models):
-    ck = checkpoint.load(models / "bi.npz")
-    assert ck.format_version == 2 and ck.cfg.bidirectional and ck.meta.objective.value == "masked"
+@pytest.mark.parametrize("ckpt,objective,version", [("bi.npz", "neighbors", 3), ("bim.npz", "masked", 2)])
+def test_bidirectional_checkpoint_format_and_mask_id(models, ckpt, objective, version):
+    """New bidirectional models predict each character from its neighbours by default (format 3, so
+    an older charrnn refuses them rather than reading them as masked); masked ones stay format 2."""
+    ck = checkpoint.load(models / ckpt)
+    assert ck.format_version == version and ck.cfg.bidirectional
+    assert ck.meta.objective.value == ck.cfg.objective.value == objective
     assert ck.meta.mask_id == len(ck.vocab) and ck.params["W_x0"].shape[0] == len(ck.vocab) + 1
     assert "W_h0_rev" in ck.params and ck.params["W_y"].shape == (32, len(ck.vocab))
     assert checkpoint.load(models / "fw.npz").format_version == 1  # forward models stay readable by older charrnn
 
 
-@pytest.mark.parametrize("ckpt", ["bi.npz", "fw.npz"])
+@pytest.mark.parametrize("ckpt", ["bi.npz", "bim.npz", "fw.npz"])
 def test_fill_replaces_every_blank_with_the_likeliest_choice(models, capsys, ckpt):
     code, out, err = run(capsys, "fill", models / ckpt, "a_n_", "--top", "3", "--json")
     assert code == 0, err
@@ -120,19 +125,24 @@ def test_sample_on_a_bidirectional_model_points_to_fill(models, capsys):
     assert "is a bidirectional model" in error_line(code, err) and "charrnn fill" in err
 
 
-def test_eval_and_inspect_know_the_kind(models, capsys):
-    code, out, err = run(capsys, "eval", models / "bi.npz", models / "names.txt", "--json")
+@pytest.mark.parametrize("ckpt,objective,per", [("bi.npz", "neighbors", "per char, read from both sides"),
+                                                 ("bim.npz", "masked", "per hidden char")])
+def test_eval_and_inspect_know_the_kind(models, capsys, ckpt, objective, per):
+    code, out, err = run(capsys, "eval", models / ckpt, models / "names.txt", "--json")
     assert code == 0, err
     r = json.loads(out)
-    assert r["objective"] == "masked" and 0 <= r["fill_accuracy"] <= 1 and r["fill_blanks"] == 48
-    code2, out2, _ = run(capsys, "eval", models / "bi.npz", models / "names.txt", "--json")
+    assert r["objective"] == objective and 0 <= r["fill_accuracy"] <= 1 and r["fill_blanks"] == 48
+    code2, out2, _ = run(capsys, "eval", models / ckpt, models / "names.txt", "--json")
     assert json.loads(out2) == r  # a fixed seed: the same figures every time
-    code, out, err = run(capsys, "inspect", models / "bi.npz", "--json")
+    code, out, _ = run(capsys, "eval", models / ckpt, models / "names.txt")
+    assert f"nats {per}" in out
+    code, out, err = run(capsys, "inspect", models / ckpt, "--json")
     s = json.loads(out)
-    assert s["config"]["model"]["bidirectional"] and s["data"]["objective"] == "masked"
+    assert s["config"]["model"]["bidirectional"] and s["data"]["objective"] == objective
     assert s["parameters"]["total"] == s["parameters"]["textbook_total"]
-    code, out, err = run(capsys, "inspect", models / "bi.npz")
+    code, out, err = run(capsys, "inspect", models / ckpt)
     assert "bidirectional lstm" in out and "textbook formula" in out
+    assert ("every character from both sides" if objective == "neighbors" else "hidden characters (") in out
 
 
 def test_embed_writes_one_vector_per_line_and_finds_neighbours(models, capsys, tmp_path):
@@ -161,7 +171,8 @@ def test_embed_of_a_forward_model_is_its_final_state(models):
         np.testing.assert_allclose(row, fwd.state[-1][0][0], rtol=1e-5, atol=1e-7)
 
 
-def test_a_bidirectional_model_learns_to_fill_from_the_far_end():
+@pytest.mark.parametrize("objective", ["neighbors", "masked"])
+def test_a_bidirectional_model_learns_to_fill_from_the_far_end(objective):
     """Lines 'X + 20 random letters + X': the blanked last character is decided by the first one
     alone, 20 characters away: a model trained for seconds fills it nearly always."""
     rng = np.random.default_rng(0)
@@ -171,7 +182,7 @@ def test_a_bidirectional_model_learns_to_fill_from_the_far_end():
         e = ends[rng.integers(3)]
         lines.append(e + "".join(rng.choice(list("abcdefghij"), 20)) + e)
     c = make_corpus("\n".join(lines) + "\n", "lines", val_fraction=0.0)
-    cfg = ModelConfig(len(c.vocab), "lstm", 32, 1, bidirectional=True)
+    cfg = ModelConfig(len(c.vocab), "lstm", 32, 1, bidirectional=True, objective=objective)
     tr = Trainer(c, cfg, TrainConfig(steps=600, eval_every=600, batch_size=32, lr=1e-2, mask_rate=0.3))
     tr.fit()
     ck = tr.checkpoint()
