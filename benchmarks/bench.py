@@ -53,7 +53,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import numpy as np  # noqa: E402
 
 from charrnn import backend, cells, checkpoint, fill, model, optim, sample  # noqa: E402
-from charrnn.config import Mode, ModelConfig, TrainConfig  # noqa: E402
+from charrnn.config import Mode, ModelConfig, Objective, TrainConfig  # noqa: E402
 from charrnn.data import Batch, StreamLayout, make_corpus, masked_batch  # noqa: E402
 from charrnn.vocab import Vocab  # noqa: E402
 
@@ -143,12 +143,13 @@ class CharrnnRun:
 
 
 class BiCharrnnRun:
-    """Training steps of a bidirectional charrnn model on the masked-character objective: the
-    chunks of CharrnnRun, characters hidden as `charrnn train --bidirectional` hides them, no
-    state carried."""
+    """Training steps of a bidirectional charrnn model: the chunks of CharrnnRun, characters hidden
+    as `charrnn train --bidirectional` hides them, no state carried; the loss at every character
+    (neighbors objective) or at the hidden ones (masked)."""
 
-    def __init__(self, cell: str, hidden: int, layers: int, corpus: Any) -> None:
-        self.cfg = ModelConfig(len(corpus.vocab), cell, hidden, layers=layers, bidirectional=True)
+    def __init__(self, cell: str, hidden: int, layers: int, corpus: Any, objective: str = "neighbors") -> None:
+        self.cfg = ModelConfig(len(corpus.vocab), cell, hidden, layers=layers, bidirectional=True,
+                               objective=objective)
         self.params = model.init_params(self.cfg, np.random.default_rng(0))
         self.opt = optim.init_state("adam", self.params)
         self.corpus = corpus
@@ -157,7 +158,8 @@ class BiCharrnnRun:
 
     def batch(self, k: int) -> Any:
         x, y = self.layout.batch(self.corpus.train, k % self.layout.chunks)
-        return masked_batch(Batch(x, y, None), Mode.STREAM, MASK_RATE, np.random.default_rng(k), len(self.corpus.vocab))
+        return masked_batch(Batch(x, y, None), Mode.STREAM, MASK_RATE, np.random.default_rng(k), len(self.corpus.vocab),
+                            every=self.cfg.objective == Objective.NEIGHBORS)
 
     def train_step(self) -> float:
         mb = self.batch(self.k)
@@ -255,18 +257,25 @@ class TorchRun:
 
 
 class BiTorchRun:
-    """The same bidirectional model and masked objective in PyTorch: nn.LSTM/GRU/RNN(bidirectional=True)
-    on one-hot inputs of V + 1 (<MASK>) + nn.Linear(2H, V), cross-entropy at the hidden positions only."""
+    """The same bidirectional model and objective in PyTorch, on one-hot inputs of V + 1 (<MASK>) and
+    nn.Linear(2H, V), cross-entropy at the same positions. masked, and neighbors with 1 layer:
+    nn.LSTM/GRU/RNN(bidirectional=True); neighbors with more layers: one stack per direction (the
+    right-to-left one on the flipped chunk), as charrnn's. neighbors: the output reads the shifted
+    states [h→_{t-1} ; h←_{t+1}]."""
 
     def __init__(self, torch: Any, cell: str, hidden: int, layers: int, ours: BiCharrnnRun) -> None:
         self.torch, self.ours = torch, ours
         nn = torch.nn
-        self.V = len(ours.corpus.vocab)
+        self.V, self.H = len(ours.corpus.vocab), hidden
+        self.neighbors = ours.cfg.objective == Objective.NEIGHBORS
         torch.manual_seed(0)
-        self.rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell](self.V + 1, hidden, num_layers=layers,
-                                                                          bidirectional=True)
+        kind = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+        if self.neighbors and layers > 1:
+            self.stacks = [kind(self.V + 1, hidden, num_layers=layers) for _ in range(2)]
+        else:
+            self.stacks = [kind(self.V + 1, hidden, num_layers=layers, bidirectional=True)]
         self.out = nn.Linear(2 * hidden, self.V)
-        self.params = list(self.rnn.parameters()) + list(self.out.parameters())
+        self.params = [p for rnn in self.stacks for p in rnn.parameters()] + list(self.out.parameters())
         self.opt = torch.optim.Adam(self.params, lr=LR)
         self.k = 0
 
@@ -275,7 +284,13 @@ class BiTorchRun:
         mb = self.ours.batch(self.k)  # the same hidden positions as charrnn's k-th step
         self.k += 1
         x1 = torch.nn.functional.one_hot(torch.from_numpy(mb.x).long(), self.V + 1).float()  # (T, B, V + 1)
-        hs, _ = self.rnn(x1)
+        if len(self.stacks) == 2:
+            hs = torch.cat([self.stacks[0](x1)[0], self.stacks[1](x1.flip(0))[0].flip(0)], dim=2)
+        else:
+            hs, _ = self.stacks[0](x1)
+        if self.neighbors:
+            zero = hs.new_zeros(1, *hs.shape[1:-1], self.H)
+            hs = torch.cat([torch.cat([zero, hs[:-1, :, : self.H]]), torch.cat([hs[1:, :, self.H :], zero])], dim=2)
         logits = self.out(hs)  # (T, B, V)
         keep = torch.from_numpy(mb.weights.reshape(-1) > 0)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.V)[keep],
@@ -426,6 +441,8 @@ def main() -> None:
     ap.add_argument("--block-seconds", type=float, default=1.5, help="target length of one timed block")
     ap.add_argument("--threads", type=int, default=THREADS, help="BLAS / torch threads [default: all cores]")
     ap.add_argument("--configs", default=",".join(f"{c}-{h}" for c, h in CONFIGS), help="cell-hidden, comma separated")
+    ap.add_argument("--objective", choices=["neighbors", "masked"], default="neighbors",
+                    help="the bidirectional rows' objective (default: what train --bidirectional uses)")
     ap.add_argument("--bi-configs", default=",".join(BI_CONFIGS),
                     help="bidirectional rows, cell-hidden x layers, comma separated ('' for none)")
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters generated per sampling measurement")
@@ -534,13 +551,14 @@ def main() -> None:
     print(f"sampling: one stream, {args.sample_chars} characters, median of {1 if args.quick else 5} alternating runs")
     bi_rows = []
     if args.bi_configs:
-        print(f"\nbidirectional, masked characters ({MASK_RATE:.0%}, spans of 1-3), H per direction, no state carried")
+        print(f"\nbidirectional, {args.objective} objective ({MASK_RATE:.0%} hidden in spans of 1-3), H per direction, "
+              "no state carried")
         print(f"{'model':<14}{'charrnn ch/s':>14}" + (f"{'numba ch/s':>12}" if fast else "")
               + f"{'torch ch/s':>12}{'ratio':>7}" + (f"{'numba':>7}" if fast else ""))
     for spec in filter(None, args.bi_configs.split(",")):
         cell, size = spec.split("-")
         hidden, layers = (int(v) for v in size.split("x"))
-        bi_ours = BiCharrnnRun(cell, hidden, layers, corpus)
+        bi_ours = BiCharrnnRun(cell, hidden, layers, corpus, args.objective)
         bi_theirs = BiTorchRun(torch, cell, hidden, layers, bi_ours) if torch else None
         per_step = time_block(bi_ours.train_step, 1)
         steps = 2 if args.quick else max(2, int(args.block_seconds / per_step))
@@ -593,7 +611,7 @@ def main() -> None:
             "reps": args.reps,
             "sgemm_gflops": gemm,
             "train": rows,
-            "bidirectional_train": bi_rows,
+            "bidirectional_objective": args.objective, "bidirectional_train": bi_rows,
             "fill_seconds": fills,
             "names_seconds": names,
             "startup_seconds": startup,

@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="keep split files and checkpoints here (reused when present)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--task", choices=["names", "shakespeare"], default="names")
+    ap.add_argument("--masked", action="store_true", help="also a bidirectional model with --objective masked")
     a = ap.parse_args()
     if a.task == "shakespeare":
         with tempfile.TemporaryDirectory() as tmp:
@@ -159,17 +160,22 @@ def main() -> None:
         work = a.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         (work / "names_train.txt").write_text("\n".join(train) + "\n")
-        runs = {}
-        for kind, extra in (("forward", []), ("bidirectional", ["--bidirectional"])):
-            ckpt = work / f"names-{kind}.npz"
-            load0 = os.getloadavg()[0]
-            if not ckpt.exists():
-                t0 = time.perf_counter()
-                charrnn("train", str(work / "names_train.txt"), "-o", str(ckpt), "--time", str(a.minutes), "--quiet",
-                        *extra)
-                print(f"trained {kind} in {time.perf_counter() - t0:.0f} s (load average at start {load0:.2f})",
-                      flush=True)
-            runs[kind] = checkpoint.load(ckpt)
+        kinds = {"forward": [], "bidirectional": ["--bidirectional"]}
+        if a.masked:
+            kinds["bidirectional, masked"] = ["--bidirectional", "--objective", "masked"]
+        # the forward model alone, then the bidirectional ones side by side: one core and one BLAS thread each
+        for group in (["forward"], [k for k in kinds if k != "forward"]):
+            todo = [k for k in group if not (work / f"names-{k.replace(', ', '-')}.npz").exists()]
+            load0, t0 = os.getloadavg()[0], time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(work / "names_train.txt"), "-o",
+                                       str(work / f"names-{k.replace(', ', '-')}.npz"), "--time", str(a.minutes),
+                                       "--quiet", *kinds[k]], stdout=subprocess.DEVNULL) for k in todo]
+            if any(p.wait() != 0 for p in procs):
+                raise SystemExit(f"training {', '.join(todo)} failed")
+            if todo:
+                print(f"trained {' and '.join(todo)} in {time.perf_counter() - t0:.0f} s (load average at start "
+                      f"{load0:.2f})", flush=True)
+        runs = {k: checkpoint.load(work / f"names-{k.replace(', ', '-')}.npz") for k in kinds}
         rng = np.random.default_rng(0)
         positions = [int(rng.integers(len(n))) for n in test]
         truth = np.array([n[p] for n, p in zip(test, positions, strict=True)])
@@ -184,7 +190,8 @@ def main() -> None:
             got, seconds = timed_fill_each(ck, texts, positions)
             chars = np.array([ck.vocab.token(int(g)) for g in got])
             result[kind] = {"accuracy": float((chars == truth).mean()), "names_per_s": len(test) / seconds,
-                            "steps": ck.meta.progress.step, "best_val_loss": ck.meta.best_val_loss}
+                            "steps": ck.meta.progress.step, "best_val_loss": ck.meta.best_val_loss,
+                            "objective": ck.cfg.objective.value}
             long = [(n, int(rng.integers(len(n) - SPAN + 1))) for n in test if len(n) >= 5]
             right = 0
             t0 = time.perf_counter()
@@ -202,6 +209,9 @@ def main() -> None:
           f"forward exact {f['accuracy']:.1%} at {f['names_per_s']:,.0f} names/s; bidirectional {b['accuracy']:.1%} "
           f"at {b['names_per_s']:,.0f} names/s ({b['names_per_s'] / f['names_per_s']:.0f}x); spans of {SPAN}: "
           f"forward {f['span_exact']:.1%}, bidirectional {b['span_exact']:.1%}")
+    if "bidirectional, masked" in result:
+        m = result["bidirectional, masked"]
+        print(f"bidirectional, masked objective: {m['accuracy']:.1%}; spans {m['span_exact']:.1%}")
     if a.json:
         a.json.write_text(json.dumps(result, indent=2))
 

@@ -96,7 +96,7 @@ def train(text_file: str | os.PathLike, out: str | os.PathLike | None = None, **
     """Train on `text_file` exactly as `charrnn train` does (quietly) and return the model.
 
     Options are the command's, named as its Python parameters: time=2 (minutes), steps, epochs,
-    cell, hidden_size, layers, dropout, bidirectional, resume, init_from, force, seed, ...; those
+    cell, hidden_size, layers, dropout, bidirectional, objective, resume, init_from, force, seed, ...; those
     left out are chosen from the text, as on the command line."""
     import typer
 

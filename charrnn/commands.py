@@ -84,8 +84,13 @@ def check_train_options(o: dict[str, Any]) -> None:
         o["time_minutes"] = minutes(o["time_minutes"])
     if o.get("threads", 1) < 1:
         raise OptionError(f"--threads must be at least 1, not {o['threads']}")
+    if o.get("objective") not in (None, "masked", "neighbors"):  # next is what a forward model predicts
+        raise OptionError(f"--objective must be masked or neighbors, not {o['objective']!r}")
     TrainConfig(**{k: o[k] for k in TRAIN_FIELDS if o.get(k) is not None})
-    ModelConfig(3, **{k: o[k] for k in MODEL_FIELDS if o.get(k) is not None})
+    given = {k: o[k] for k in MODEL_FIELDS if o.get(k) is not None}
+    if o.get("resume") or o.get("init_from"):  # the checkpoint says whether it is bidirectional
+        given.pop("objective", None)
+    ModelConfig(3, **given)
     data.check_decoding(o["encoding"], o["errors"])
 
 
@@ -854,7 +859,8 @@ def run_export(ckpt: Path, target: Path) -> int:
               + (", bidirectional=True" if bi else "")
               + f") + nn.Linear({(2 if bi else 1) * cfg.hidden_size}, {cfg.vocab_size}) as 'out'", markup=False)
     if cfg.objective == Objective.NEIGHBORS:
-        out.print("  'out' reads [h→ at t-1 ; h← at t+1] to predict the character at t (zeros past either end)")
+        out.print("  'out' reads [h→ at t-1 ; h← at t+1] to predict the character at t (zeros past either end)",
+                  markup=False)
     return 0
 
 

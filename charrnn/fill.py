@@ -1,8 +1,9 @@
 """Filling in blanked characters, and one vector per line.
 
-Bidirectional models (trained on masked characters) read the blanks as <MASK> and predict them
-from both sides: with several blanks, the one the model is surest of is filled first and the
-text is read again with it in place, until none is left (n blanks: n passes).
+Bidirectional models read the blanks as <MASK> and predict them from both sides (from the states
+beside a blank for the neighbors objective, from those that read <MASK> there for the masked one).
+With several blanks, the one the model is surest of is filled first and the text is read again
+with it in place, until none is left (n blanks: n passes).
 
 Forward models can fill blanks too, more slowly, by scoring whole texts: every candidate for a
 blank is put in and the text's total log-probability compared, which is exact for one blank

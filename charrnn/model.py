@@ -19,8 +19,8 @@ into reading order. Dropout (training only) multiplies each layer's outputs by a
 Bidirectional models (cfg.bidirectional) have two layers per level l, one each way, both reading
 the level below; the level's output is their concatenation [h→_t ; h←_t] (2H wide), which the
 next level and the output layer read (W_y is then (2H, V)). The reverse layer's parameters are
-named W_x{l}_rev, W_h{l}_rev, b{l}_rev. They are trained to predict masked characters: layer 0
-has one input row more than the vocabulary, id V = <MASK>, which the output never predicts.
+named W_x{l}_rev, W_h{l}_rev, b{l}_rev. They fill in hidden characters: layer 0 has one input
+row more than the vocabulary, id V = <MASK>, which the output never predicts.
 Rows of a batch may have different lengths (`lengths`, lines padded at the end): a reverse layer
 then reads each row from its own last character, so padding never reaches real positions.
 

@@ -18,7 +18,8 @@ Bidirectional models: a level's units are its two layers side by side, [h→ ; h
 0..H-1 read left to right, H..2H-1 right to left); the text is read whole (lines between two
 <EOS>, stream text in CHUNK pieces without carried state). Their surprise is the masked-character
 surprise: each character hidden in turn (as <MASK>) and predicted from both sides, batched, within
-a window of the model's --seq-len around it.
+a window of the model's --seq-len around it (for the neighbors objective hiding it changes nothing:
+its prediction never reads it).
 """
 
 from __future__ import annotations

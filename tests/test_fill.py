@@ -210,3 +210,26 @@ def test_bidirectional_resume_is_exact(tmp_path, mode):
     for k in whole.params:
         np.testing.assert_array_equal(whole.params[k], second.params[k], err_msg=k)
     np.testing.assert_array_equal(np.float32(whole.train_losses), np.float32(second.train_losses))
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--objective", "neighbors"], "is for bidirectional models: add --bidirectional"),
+    (["--bidirectional", "--objective", "next"], "--objective must be masked or neighbors, not 'next'"),
+    (["--bidirectional", "--objective", "bert"], "--objective must be masked or neighbors, not 'bert'"),
+])
+def test_objective_option_errors(models, capsys, tmp_path, args, says):
+    code, _, err = run(capsys, "train", models / "names.txt", "-o", tmp_path / "x.npz", "--steps", "1", *args)
+    assert code == 2 and says in error_line(code, err) and not (tmp_path / "x.npz").exists()
+
+
+def test_resume_keeps_the_objective(models, capsys, tmp_path):
+    import shutil
+
+    shutil.copy(models / "bim.npz", tmp_path / "m.npz")
+    code, _, err = run(capsys, "train", models / "names.txt", "--resume", tmp_path / "m.npz", "--objective",
+                       "neighbors", "--steps", "14")
+    assert "--objective cannot change when resuming" in error_line(code, err)
+    code, _, err = run(capsys, "train", models / "names.txt", "--resume", tmp_path / "m.npz", "--steps", "14", "-q")
+    assert code == 0, err
+    ck = checkpoint.load(tmp_path / "m.npz")
+    assert ck.cfg.objective.value == "masked" and ck.format_version == 2 and ck.meta.progress.step == 14

@@ -339,6 +339,54 @@ def test_pytorch_bidirectional_computes_the_same_logits(cell, activation):
     assert np.abs(theirs - model.forward(params, cfg, x).logits).max() < 1e-5
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell,activation", CELLS)
+def test_pytorch_computes_the_same_neighbors_logits(cell, activation, layers):
+    """The neighbors objective written in PyTorch, from charrnn's weights: one nn.LSTM/GRU/RNN stack
+    per direction (the right-to-left one on the flipped text), and nn.Linear on [h→_{t-1} ; h←_{t+1}]."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cfg = ModelConfig(len(VOCAB), cell, 16, layers, activation, bidirectional=True, objective="neighbors")
+    rng = np.random.default_rng(4)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.init_params(cfg, rng).items()}
+    if activation == "relu":
+        params.update({k: v * 0.5 for k, v in params.items() if k.startswith("W_h")})
+    tensors = interop.to_torch(params, cfg)
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    extra = {"nonlinearity": activation} if cell == "rnn" else {}
+    stacks = [kind(len(VOCAB) + 1, 16, layers, **extra) for _ in range(2)]
+    for k, rnn in enumerate(stacks):  # layer l of direction k: its tensors without the _reverse suffix
+        own = {n.replace("_reverse", ""): v for n, v in tensors.items()
+               if not n.startswith("out.") and n.endswith("_reverse") == (k == 1)}
+        rnn.load_state_dict({n: torch.from_numpy(v) for n, v in own.items()})
+    x = rng.integers(0, len(VOCAB) + 1, size=(40, 3))  # (T, B), <MASK> (id V) among them
+    with torch.no_grad():
+        x1 = torch.nn.functional.one_hot(torch.from_numpy(x), len(VOCAB) + 1).float()
+        right, left = stacks[0](x1)[0], stacks[1](x1.flip(0))[0].flip(0)
+        zero = torch.zeros(1, 3, 16)
+        s = torch.cat([torch.cat([zero, right[:-1]]), torch.cat([left[1:], zero])], dim=2)
+        theirs = (s @ torch.from_numpy(tensors["out.weight"]).T + torch.from_numpy(tensors["out.bias"])).numpy()
+    assert np.abs(theirs - model.forward(params, cfg, x).logits).max() < 1e-5
+
+
+def test_a_neighbors_model_exports_with_one_layer_and_says_why_not_with_more(tmp_path, capsys):
+    for layers in (2, 1):
+        cfg = ModelConfig(len(VOCAB), "gru", 5, layers, bidirectional=True, objective="neighbors")
+        params = model.init_params(cfg, np.random.default_rng(2))  # the 1-layer model's, after the loop
+        meta = checkpoint.Meta(mode=Mode.LINES, objective=cfg.objective, source="toy.txt",
+                               train=TrainConfig(seq_len=12))
+        checkpoint.save(tmp_path / f"n{layers}.npz", checkpoint.Checkpoint(cfg, VOCAB, params, dict(params), meta=meta))
+    code, out, err = run(capsys, "export", tmp_path / "n1.npz", tmp_path / "n1.safetensors")
+    assert code == 0 and "bidirectional=True" in out and "h→ at t-1" in out, err
+    code, _, err = run(capsys, "import", tmp_path / "n1.safetensors", "--out", tmp_path / "back.npz")
+    back = checkpoint.load(tmp_path / "back.npz")
+    assert code == 0 and back.cfg.objective.value == "neighbors" and back.format_version == 3
+    assert set(back.params) == set(params)
+    assert all(np.array_equal(back.sampling_params[k], v) for k, v in params.items())
+    code, _, err = run(capsys, "export", tmp_path / "n2.npz", tmp_path / "n2.safetensors")
+    assert "separate stacks" in error_line(code, err) and not (tmp_path / "n2.safetensors").exists()
+
+
 @pytest.mark.hostile(1)
 def test_import_and_show_html_never_replace_other_files(tmp_path, capsys):
     path, _ = exported(tmp_path, capsys)
