@@ -245,12 +245,11 @@ def make_trainer(o: dict[str, Any], explicit: set[str], text: str, resume: check
     return trainer, chosen, notes
 
 
-def objective_words(objective: Objective, mask_rate: str) -> str:
+def objective_words(objective: Objective) -> str:
     """What a model learns to predict, for the training summary and `inspect`."""
-    hidden = f"{mask_rate} hidden as <MASK> in spans of 1-3"
     return {Objective.NEXT: "the next character",
-            Objective.MASKED: f"hidden characters ({hidden})",
-            Objective.NEIGHBORS: f"every character from both sides ({hidden})"}[objective]
+            Objective.MASKED: "the hidden characters",
+            Objective.NEIGHBORS: "every character, from both sides"}[objective]
 
 
 def config_lines(trainer: Trainer, chosen: set[str], source: str, n_params: int) -> list[str]:
@@ -273,16 +272,17 @@ def config_lines(trainer: Trainer, chosen: set[str], source: str, n_params: int)
         ("vocabulary", f"{len(corpus.vocab)} ({len(corpus.vocab) - 2} chars + <UNK> + <EOS>)"),
         ("train / val", f"{len(corpus.train):,} / {len(corpus.val):,} ids"
          + (f" ({len(corpus.train_starts):,} / {len(corpus.val_starts):,} lines)" if lines else "")),
-        ("model", ("bidirectional " if model_cfg.bidirectional else "")
-         + f"{v('cell', model_cfg.cell)}" + (f" ({model_cfg.activation})" if model_cfg.cell == "rnn" else "")
+        ("model", f"{v('cell', model_cfg.cell)}" + (f" ({model_cfg.activation})" if model_cfg.cell == "rnn" else "")
          + f", {v('layers', model_cfg.layers)} × {v('hidden_size', model_cfg.hidden_size)}, dropout "
          + f"{v('dropout', model_cfg.dropout)}, {model_cfg.dtype}"),
         ("parameters", f"{n_params:,}"),
         ("batches", f"{v('batch_size', cfg.batch_size)} × "
          + (f"lines up to {v('seq_len', cfg.seq_len)}" if lines else f"{v('seq_len', cfg.seq_len)} steps")
          + (", no state carried between chunks" if model_cfg.bidirectional and not lines else "")),
-        ("objective", objective_words(model_cfg.objective, v("mask_rate", f"{cfg.mask_rate:.0%}"))
+        ("objective", ("bidirectional: " if model_cfg.bidirectional else "") + objective_words(model_cfg.objective)
          + (" [dim](auto)[/]" if "objective" in chosen else "")),
+        ("hidden", f"{v('mask_rate', f'{cfg.mask_rate:.0%}')} of the characters read as <MASK>, in spans of 1-3"
+         if model_cfg.bidirectional else ""),
         ("optimizer", f"{cfg.optimizer}, lr {v('lr', cfg.lr)}"
          + (f", ×{cfg.lr_decay}/epoch" if cfg.lr_decay < 1 else "")
          + (f", ×{cfg.lr_plateau} on plateau" if cfg.lr_plateau < 1 else "")
@@ -294,7 +294,8 @@ def config_lines(trainer: Trainer, chosen: set[str], source: str, n_params: int)
         ("threads", _threads_shown()),
         ("backend", trainer.backend),
     ]
-    return [f"charrnn train [bold]{plain(source)}[/]"] + [f"[dim]{name:<12}[/] {value}" for name, value in rows]
+    settings = [f"[dim]{name:<12}[/] {value}" for name, value in rows if value]
+    return [f"charrnn train [bold]{plain(source)}[/]", *settings]
 
 
 def _threads_shown() -> str:
@@ -614,7 +615,8 @@ def run_inspect(ckpt: Path, as_json: bool) -> int:
     out.print(f"[dim]model[/]  {cell}, {m['layers']} × {m['hidden_size']}, dropout {m['dropout']}, {m['dtype']}")
     if m.get("bidirectional"):
         rate = f"{s['config']['train'].get('mask_rate', 0.15):.0%}"
-        out.print(f"[dim]learns[/] {objective_words(Objective(m.get('objective', 'masked')), rate)}")
+        out.print(f"[dim]learns[/] {objective_words(Objective(m.get('objective', 'masked')))}; {rate} hidden as "
+                  "<MASK>")
     out.print(f"[dim]backend[/] training here runs on {plain(backend.planned(m['dtype']))}")
     out.print(f"[dim]data[/]   {d.get('mode')} mode, {plain(d.get('source') or '?')}, {d.get('chars', 0):,} chars"
               + (f", {d['unk_chars']:,} <UNK>" if d.get("unk_chars") else ""))
@@ -718,8 +720,8 @@ def _eval_masked(ck: checkpoint.Checkpoint, text_file: Path, ids: np.ndarray, st
     if as_json:
         print(json.dumps(result, indent=2))
         return 0
-    out.print(f"[bold]{plain(text_file)}[/] ({mode} mode, bidirectional): characters hidden as in training "
-              f"({cfg.mask_rate:.0%}, spans of 1-3, fixed seed)")
+    out.print(f"[bold]{plain(text_file)}[/] ({mode} mode, bidirectional)\n  characters hidden as in training "
+              f"({cfg.mask_rate:.0%}, spans of 1-3, fixed seed)")  # two lines: one ran past 80 columns
     out.print(f"  loss       {fig['loss']:.4f} nats per {ck.cfg.objective.per}\n"
               f"  bits/char  {fig['bits_per_char']:.4f}\n  perplexity {fig['perplexity']:.3f}")
     out.print(f"  fill       {acc:.1%} right with one character blanked in each of {n:,} "

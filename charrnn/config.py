@@ -46,7 +46,7 @@ class Objective(str, Enum):
     @property
     def per(self) -> str:
         """What its loss is averaged over: "nats per {per}"."""
-        return {"next": "char", "masked": "hidden char", "neighbors": "char, read from both sides"}[self.value]
+        return {"next": "char", "masked": "hidden char", "neighbors": "char, both sides"}[self.value]
 
 
 @dataclass

@@ -125,7 +125,7 @@ def test_sample_on_a_bidirectional_model_points_to_fill(models, capsys):
     assert "is a bidirectional model" in error_line(code, err) and "charrnn fill" in err
 
 
-@pytest.mark.parametrize("ckpt,objective,per", [("bi.npz", "neighbors", "per char, read from both sides"),
+@pytest.mark.parametrize("ckpt,objective,per", [("bi.npz", "neighbors", "per char, both sides"),
                                                  ("bim.npz", "masked", "per hidden char")])
 def test_eval_and_inspect_know_the_kind(models, capsys, ckpt, objective, per):
     code, out, err = run(capsys, "eval", models / ckpt, models / "names.txt", "--json")
@@ -142,7 +142,7 @@ def test_eval_and_inspect_know_the_kind(models, capsys, ckpt, objective, per):
     assert s["parameters"]["total"] == s["parameters"]["textbook_total"]
     code, out, err = run(capsys, "inspect", models / ckpt)
     assert "bidirectional lstm" in out and "textbook formula" in out
-    assert ("every character from both sides" if objective == "neighbors" else "hidden characters (") in out
+    assert ("every character, from both sides" if objective == "neighbors" else "the hidden characters") in out
 
 
 def test_embed_writes_one_vector_per_line_and_finds_neighbours(models, capsys, tmp_path):
@@ -193,11 +193,12 @@ def test_a_bidirectional_model_learns_to_fill_from_the_far_end(objective):
     assert right >= 0.95, right
 
 
+@pytest.mark.parametrize("objective", ["neighbors", "masked"])
 @pytest.mark.parametrize("mode", ["lines", "stream"])
-def test_bidirectional_resume_is_exact(tmp_path, mode):
+def test_bidirectional_resume_is_exact(tmp_path, mode, objective):
     text = NAMES_X4 if mode == "lines" else PROSE_X6
     c = make_corpus(text, mode, val_fraction=0.2)
-    cfg = ModelConfig(len(c.vocab), "lstm", 8, 2, dropout=0.2, bidirectional=True)
+    cfg = ModelConfig(len(c.vocab), "lstm", 8, 2, dropout=0.2, bidirectional=True, objective=objective)
     tc = dict(batch_size=4, seq_len=16, eval_every=3, lr=1e-2)
     whole = Trainer(c, cfg, TrainConfig(steps=8, **tc))
     whole.fit()
@@ -205,6 +206,7 @@ def test_bidirectional_resume_is_exact(tmp_path, mode):
     first.fit()
     checkpoint.save(tmp_path / "a.npz", first.checkpoint())
     ck = checkpoint.load(tmp_path / "a.npz")
+    assert ck.cfg.objective.value == objective
     second = Trainer(make_corpus(text, Mode(mode), 0.2, vocab=ck.vocab), ck.cfg, TrainConfig(steps=8, **tc), resume=ck)
     second.fit()
     for k in whole.params:
