@@ -38,7 +38,7 @@ class Model:
     def __repr__(self) -> str:
         """One line, as at a Python prompt: what the model is and how far it trained."""
         ck, c = self.checkpoint, self.checkpoint.cfg
-        kind = ("bidirectional " if c.bidirectional else "") + c.cell
+        kind = (f"bidirectional ({c.objective}) " if c.bidirectional else "") + c.cell
         kind += f" ({c.activation})" if c.cell == "rnn" else ""
         best = ck.meta.best_val_loss  # the training loss when there was no validation split
         judge = "val" if len(ck.val_losses) else "train"
@@ -67,7 +67,8 @@ class Model:
         return texts
 
     def score(self, text: str) -> float:
-        """Mean loss in nats per character of `text` (per hidden character for a bidirectional model), as
+        """Mean loss in nats per character of `text` (for a bidirectional model per target character, with
+        characters hidden as in training: every one for neighbors, the hidden ones for masked), as
         `charrnn eval` reports it."""
         from charrnn.score import encode_text, text_loss
 

@@ -182,9 +182,14 @@ def line_hashes(lines: list[str]) -> np.ndarray:
     return np.unique(hash_each(lines))
 
 
+def written_as(cfg: ModelConfig) -> int:
+    """The format version a model's file says: the oldest that reads it."""
+    return {Objective.NEXT: 1, Objective.MASKED: 2, Objective.NEIGHBORS: 3}[cfg.objective]
+
+
 def save(path: str | os.PathLike, ck: Checkpoint) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then rename over `path`."""
-    version = {Objective.NEXT: 1, Objective.MASKED: 2, Objective.NEIGHBORS: 3}[ck.cfg.objective]
+    version = written_as(ck.cfg)
     meta = dict(asdict(ck.meta), format_version=version, model=ck.cfg.to_dict(), vocab=ck.vocab.chars)
     arrays: dict[str, np.ndarray] = {
         "meta": np.frombuffer(json.dumps(meta, ensure_ascii=True).encode("ascii"), dtype=np.uint8)
@@ -348,7 +353,8 @@ def parse_header(path: Path, raw: bytes) -> tuple[int, ModelConfig, Vocab, Meta]
     except (MetaError, CharrnnError) as e:  # CharrnnError: a train config no option could give
         raise _bad(path, f"damaged metadata: {e}") from None
     problem = meta_problem(info) or (
-        f"the objective is {info.objective}, the model's {cfg.objective}" if info.objective != cfg.objective else "")
+        f"the objective is {info.objective}, the model's {cfg.objective}" if info.objective != cfg.objective else
+        f"format version {version} cannot hold the {cfg.objective} objective" if version < written_as(cfg) else "")
     if problem:
         raise _bad(path, f"damaged metadata: {problem}")
     return version, cfg, vocab, info

@@ -203,6 +203,9 @@ def parse_metadata(meta: Any) -> Export:
     if bidirectional == (objective == Objective.NEXT):
         raise InteropError(f"a {'bidirectional' if bidirectional else 'forward'} model cannot have objective "
                            f"{objective.value!r}")
+    if objective == Objective.NEIGHBORS and layers > 1:  # export writes only the 1-layer form
+        raise InteropError(f"a {layers}-layer neighbors model keeps its two directions in separate stacks, which "
+                           "nn.LSTM(bidirectional=True) cannot hold; only 1 layer is supported")
     cfg = ModelConfig(len(vocab), cell, hidden, layers, nonlinearity, 0.0, dtype, bidirectional, objective)
     seq_len = _field(d, "seq_len", int, "data")
     if not 1 <= seq_len <= MAX_SEQ_LEN:  # sampling's default length: bounded, so `sample` ends

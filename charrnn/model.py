@@ -272,6 +272,7 @@ class Forward:
     x: np.ndarray  # (T, B) the input ids
     top: np.ndarray  # (T, B, H) what the output layer read: the last level's outputs after dropout (shifted
     # for the neighbors objective)
+    lengths: np.ndarray | None = None  # (B,) real steps per row, when rows were padded
 
 
 def reversal(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
@@ -391,28 +392,42 @@ def forward(
             runs.append(run)
         inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)  # (T, B, sum of H)
     if cfg.objective == Objective.NEIGHBORS:
-        inp = shift(inp)
+        inp = shift(inp, _real(lengths, T))
     logits = (inp.reshape(T * B, -1) @ params["W_y"]).reshape(T, B, -1)  # (T, B, V)
     logits += params["b_y"]
-    return Forward(logits, new_state, runs, x, inp)
+    return Forward(logits, new_state, runs, x, inp, lengths)
 
 
-def shift(top: np.ndarray) -> np.ndarray:
+def _real(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
+    """(T, B, 1) 1 at each row's real steps and 0 at its padding, or None when no row is padded."""
+    if lengths is None or (lengths == T).all():
+        return None
+    return (np.arange(T)[:, None] < lengths[None, :])[..., None]
+
+
+def shift(top: np.ndarray, real: np.ndarray | None = None) -> np.ndarray:
     """The neighbors objective's output input: [h→_{t-1} ; h←_{t+1}] at each t, from
-    top = [h→_t ; h←_t] (T, B, 2H); zeros where t - 1 or t + 1 is past the end."""
+    top = [h→_t ; h←_t] (T, B, 2H); zeros where t - 1 or t + 1 is past the end of the row. `real`
+    (T, B, 1) marks padded rows' real steps: a right-to-left layer reaches the padding after
+    reading the whole row, so the last real step must not read it."""
     H = top.shape[2] // 2
+    if real is not None:
+        top = top * real
     s = np.zeros_like(top)
     s[1:, :, :H] = top[:-1, :, :H]
     s[:-1, :, H:] = top[1:, :, H:]
     return s
 
 
-def unshift(ds: np.ndarray) -> np.ndarray:
-    """dL/d(top) from dL/d(shift(top)): the shift's transpose (each value moved back to where it came from)."""
+def unshift(ds: np.ndarray, real: np.ndarray | None = None) -> np.ndarray:
+    """dL/d(top) from dL/d(shift(top, real)): the shift's transpose (each value moved back to where
+    it came from; none to padding)."""
     H = ds.shape[2] // 2
     d = np.zeros_like(ds)
     d[:-1, :, :H] = ds[1:, :, :H]
     d[1:, :, H:] = ds[:-1, :, H:]
+    if real is not None:
+        d *= real
     return d
 
 
@@ -425,7 +440,7 @@ def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, fwd: Forward
         "b_y": dlog2.sum(axis=0),  # (V,)
     }
     dtop = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, width of the top level)
-    dH: np.ndarray | None = unshift(dtop) if cfg.objective == Objective.NEIGHBORS else dtop
+    dH: np.ndarray | None = unshift(dtop, _real(fwd.lengths, T)) if cfg.objective == Objective.NEIGHBORS else dtop
     dstate: State = [()] * len(fwd.layers)
     parts: list[np.ndarray] = []  # dL/d(each layer's outputs) of the level, when they read separate inputs
     for level in reversed(levels([run.layer for run in fwd.layers])):

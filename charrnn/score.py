@@ -176,7 +176,8 @@ def encode_text(ck: Checkpoint, text: str, name: str = "the text") -> tuple[np.n
 
 def text_loss(ck: Checkpoint, ids: np.ndarray, starts: np.ndarray) -> float:
     """The best weights' mean loss on encoded text, what `charrnn eval` and `Model.score` report: nats
-    per character, or for a bidirectional model per hidden character (hidden as in training, fixed seed)."""
+    per character, or for a bidirectional model per target character (every one for neighbors, the
+    hidden ones for masked; hidden as in training, by a fixed seed)."""
     t = ck.meta.train
     if ck.cfg.bidirectional:
         return masked_loss(ck.sampling_params, ck.cfg, ck.meta.mode, ids, starts, t.seq_len, t.mask_rate, seed=0)

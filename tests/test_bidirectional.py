@@ -132,6 +132,26 @@ def test_neighbors_never_see_the_character_they_predict(cell, layers):
                 assert not np.allclose(got[s], base[s])
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_neighbors_in_padded_rows_see_neither_their_character_nor_the_padding(cell, layers):
+    """Rows of different lengths in one batch: every real position, the last included, predicts as
+    the row alone does (the right-to-left stack reaches the padding only after reading the row)."""
+    V, rng = 8, np.random.default_rng(5)
+    cfg = ModelConfig(V, cell, 6, layers, bidirectional=True, objective="neighbors", dtype="float64")
+    params = model.init_params(cfg, rng)
+    lengths = np.array([9, 4, 6])
+    x = rng.integers(2, V, (9, 3))
+    padded = model.forward(params, cfg, x, lengths=lengths).logits
+    for b, n in enumerate(lengths):
+        alone = model.forward(params, cfg, x[:n, b : b + 1]).logits[:, 0]
+        np.testing.assert_allclose(padded[:n, b], alone, rtol=1e-10, atol=1e-12)
+        x2 = x.copy()
+        x2[n - 1, b] = V  # the row's last character, hidden: its own prediction stays
+        np.testing.assert_array_equal(model.forward(params, cfg, x2, lengths=lengths).logits[n - 1, b],
+                                      padded[n - 1, b])
+
+
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_no_leak_of_the_hidden_character(cell, layers):

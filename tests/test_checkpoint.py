@@ -386,3 +386,25 @@ def test_train_never_replaces_what_is_not_its_own_to_replace(tmp_path, capsys, n
 def test_out_that_is_a_folder_says_so(tmp_path, capsys, names_x3_file):
     code, _, err = run(capsys, "train", names_x3_file, "--out", tmp_path, *TINY_H8_4STEPS)
     assert f"is a folder; give the checkpoint a file name, e.g. --out {tmp_path / 'names.npz'}" in error_line(code, err)
+
+
+@pytest.mark.hostile(3)
+@pytest.mark.parametrize("edit,says", [
+    (lambda m: m.update(format_version=2), "format version 2 cannot hold the neighbors objective"),
+    (lambda m: m.update(objective="masked"), "the objective is masked, the model's neighbors"),
+])
+def test_a_neighbors_checkpoint_must_say_so_consistently(tmp_path, edit, says):
+    """A format-3 file relabelled as an older format, or whose metadata names another objective, is
+    refused: an older charrnn would read it as a masked model."""
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.vocab import Vocab
+
+    vocab = Vocab("abc")
+    cfg = ModelConfig(len(vocab), "gru", 4, 2, bidirectional=True, objective="neighbors")
+    params = model.init_params(cfg, np.random.default_rng(0))
+    meta = checkpoint.Meta(objective=cfg.objective, mask_id=len(vocab), train=TrainConfig())
+    checkpoint.save(tmp_path / "n.npz", checkpoint.Checkpoint(cfg, vocab, params, meta=meta))
+    assert checkpoint.load(tmp_path / "n.npz").format_version == 3
+    rewritten(tmp_path / "n.npz", tmp_path / "bad.npz", meta=edit)
+    with pytest.raises(CharrnnError, match=says):
+        checkpoint.load(tmp_path / "bad.npz")

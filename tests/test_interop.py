@@ -385,6 +385,11 @@ def test_a_neighbors_model_exports_with_one_layer_and_says_why_not_with_more(tmp
     assert all(np.array_equal(back.sampling_params[k], v) for k, v in params.items())
     code, _, err = run(capsys, "export", tmp_path / "n2.npz", tmp_path / "n2.safetensors")
     assert "separate stacks" in error_line(code, err) and not (tmp_path / "n2.safetensors").exists()
+    two = checkpoint.load(tmp_path / "n2.npz")  # such a file made by hand is refused on import too
+    export = interop.Export(two.cfg, VOCAB, Mode.LINES, two.cfg.objective, "toy.txt", 12)
+    interop.write_file(tmp_path / "n2.safetensors", interop.to_torch(two.params, two.cfg), interop.metadata(export))
+    code, _, err = run(capsys, "import", tmp_path / "n2.safetensors", "--out", tmp_path / "n2back.npz")
+    assert "separate stacks" in error_line(code, err) and not (tmp_path / "n2back.npz").exists()
 
 
 @pytest.mark.hostile(1)
