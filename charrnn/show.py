@@ -18,8 +18,8 @@ Bidirectional models: a level's units are its two layers side by side, [h→ ; h
 0..H-1 read left to right, H..2H-1 right to left); the text is read whole (lines between two
 <EOS>, stream text in CHUNK pieces without carried state). Their surprise is the masked-character
 surprise: each character hidden in turn (as <MASK>) and predicted from both sides, batched, within
-a window of the model's --seq-len around it (for the neighbors objective hiding it changes nothing:
-its prediction never reads it).
+a window of the model's --seq-len around it. For the neighbors objective hiding it changes nothing
+(its prediction never reads it), so lines are read once each rather than once per character.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from charrnn import cells, model, score
-from charrnn.config import Mode, ModelConfig
+from charrnn.config import Mode, ModelConfig, Objective
 from charrnn.data import line_starts
 from charrnn.errors import OptionError
 from charrnn.fill import padded_batches
@@ -184,6 +184,14 @@ def masked_logits(params: model.Params, cfg: ModelConfig, mode: Mode, ids: np.nd
         ends = np.flatnonzero(ids == EOS)
         starts = np.r_[0, ends + 1]
         ends = np.r_[ends, n]
+        if cfg.objective == Objective.NEIGHBORS:  # t is never read for its own prediction: one pass a line
+            lines = [(s, e) for s, e in zip(starts, ends, strict=True) if e > s]
+            for group, x, lengths in padded_batches([np.r_[EOS, ids[s:e], EOS].astype(np.int64) for s, e in lines]):
+                logits = model.forward(params, cfg, x, lengths=lengths).logits  # (T, b, V)
+                for j, g in enumerate(group):
+                    s, e = lines[g]
+                    out[s:e] = logits[1 : 1 + e - s, j]
+            return out
         for s, e in zip(starts, ends, strict=True):
             frame = np.r_[EOS, ids[s:e], EOS]
             rows += [(frame, k + 1, s + k) for k in range(e - s)]

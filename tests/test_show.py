@@ -462,30 +462,32 @@ def test_page_in_a_browser(tmp_path):
     assert got.returncode == 0 and shot.stat().st_size > 10_000
 
 
+@pytest.mark.parametrize("objective", ["masked", "neighbors"])
 @pytest.mark.parametrize("mode", ["lines", "stream"])
-def test_bidirectional_surprise_hides_each_character_in_turn(mode, tmp_path, capsys):
-    """A bidirectional model's surprise at t is -log2 of its prediction with t hidden as <MASK>;
-    its units are the two directions side by side."""
+def test_bidirectional_surprise_hides_each_character_in_turn(mode, objective, tmp_path, capsys):
+    """A bidirectional model's surprise at t is -log2 of its prediction with t hidden as <MASK>
+    (for the neighbors objective, lines are read once, which must give the same); its units are
+    the two directions side by side."""
     vocab = Vocab(" ,abcdeno")
-    cfg = ModelConfig(len(vocab), "gru", 4, 2, bidirectional=True, dtype="float64")
+    cfg = ModelConfig(len(vocab), "gru", 4, 2, bidirectional=True, dtype="float64", objective=objective)
     params = model.init_params(cfg, np.random.default_rng(0))
     text = "anna bob\ncone" if mode == "lines" else "a bad cane, a bonne done"
     meta = Meta(mode=Mode(mode), objective=cfg.objective, train=TrainConfig(seq_len=8))
     ck = Checkpoint(cfg, vocab, params, meta=meta)
     ids, _ = show.encode(text, vocab, Mode(mode))
     bits = show.surprise(params, cfg, Mode(mode), ids, 8)
-    t = 2  # 'n' in both texts
-    if mode == "lines":
-        x = np.r_[EOS, ids[:8], EOS]  # its line, "anna bob", between two <EOS>
-        x[t + 1] = len(vocab)
-    else:
-        x = ids[:8].astype(np.int64).copy()
-        x[t] = len(vocab)
-    logits = model.forward(params, cfg, x[:, None].astype(np.int32)).logits[:, 0].astype(np.float64)
-    at = t + 1 if mode == "lines" else t
-    p = np.exp(logits[at] - logits[at].max())
-    p /= p.sum()
-    assert bits[t] == pytest.approx(-np.log2(p[ids[t]]), rel=1e-9)
+    for t in range(8) if mode == "lines" else [2]:  # every character of "anna bob"; 'n' of the stream
+        if mode == "lines":
+            x = np.r_[EOS, ids[:8], EOS]  # its line, "anna bob", between two <EOS>
+            x[t + 1] = len(vocab)
+        else:
+            x = ids[:8].astype(np.int64).copy()
+            x[t] = len(vocab)
+        logits = model.forward(params, cfg, x[:, None].astype(np.int32)).logits[:, 0].astype(np.float64)
+        at = t + 1 if mode == "lines" else t
+        p = np.exp(logits[at] - logits[at].max())
+        p /= p.sum()
+        assert bits[t] == pytest.approx(-np.log2(p[ids[t]]), rel=1e-9)
     if mode == "lines":
         assert np.isnan(bits[8]) and np.isfinite(bits[:8]).all()  # the newline is never hidden
     run_ = show.run_text(params, cfg, Mode(mode), ids, ("h",), logits=False)
