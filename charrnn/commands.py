@@ -843,9 +843,7 @@ def run_export(ckpt: Path, target: Path) -> int:
 
     export_target(target)
     ck = checkpoint.load(ckpt)
-    if ck.cfg.objective == Objective.NEIGHBORS and ck.cfg.layers > 1:
-        raise CharrnnError(f"{ckpt}: a {ck.cfg.layers}-layer neighbors model keeps its two directions in separate "
-                           "stacks, which nn.LSTM(bidirectional=True) cannot hold; export supports it with 1 layer")
+    interop.check_layout(ck.cfg)
     export = interop.Export(ck.cfg, ck.vocab, ck.meta.mode, ck.meta.objective, ck.meta.source, ck.meta.train.seq_len)
     tensors = interop.to_torch(ck.sampling_params, ck.cfg)
     interop.write_file(target, tensors, interop.metadata(export))

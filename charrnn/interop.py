@@ -54,6 +54,14 @@ def torch_columns(cell: str, hidden: int) -> np.ndarray:
     return np.concatenate([np.arange(j * hidden, (j + 1) * hidden) for j in blocks])
 
 
+def check_layout(cfg: ModelConfig) -> None:
+    """Refuse a model PyTorch's layout cannot hold: a neighbors model of several layers, whose two
+    directions are separate stacks (nn.LSTM(bidirectional=True) feeds each layer both)."""
+    if cfg.objective == Objective.NEIGHBORS and cfg.layers > 1:
+        raise InteropError(f"a {cfg.layers}-layer neighbors model keeps its two directions in separate stacks, "
+                           "which nn.LSTM(bidirectional=True) cannot hold; export and import support 1 layer")
+
+
 def layer_names(layer: Layer) -> dict[str, str]:
     """PyTorch's parameter names for one layer, by role."""
     suffix = f"l{layer.index}" + ("_reverse" if layer.reverse else "")
@@ -203,10 +211,8 @@ def parse_metadata(meta: Any) -> Export:
     if bidirectional == (objective == Objective.NEXT):
         raise InteropError(f"a {'bidirectional' if bidirectional else 'forward'} model cannot have objective "
                            f"{objective.value!r}")
-    if objective == Objective.NEIGHBORS and layers > 1:  # export writes only the 1-layer form
-        raise InteropError(f"a {layers}-layer neighbors model keeps its two directions in separate stacks, which "
-                           "nn.LSTM(bidirectional=True) cannot hold; only 1 layer is supported")
     cfg = ModelConfig(len(vocab), cell, hidden, layers, nonlinearity, 0.0, dtype, bidirectional, objective)
+    check_layout(cfg)
     seq_len = _field(d, "seq_len", int, "data")
     if not 1 <= seq_len <= MAX_SEQ_LEN:  # sampling's default length: bounded, so `sample` ends
         raise InteropError(f"the metadata's data.seq_len is {seq_len}")
