@@ -47,11 +47,19 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPAN = 3
 
 
-def charrnn(*args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"charrnn {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
-    return r.stdout
+def train_together(text: Path, jobs: dict[Path, list[str]], minutes: float) -> None:
+    """`charrnn train text -o CKPT --time minutes --quiet EXTRA` for every job whose checkpoint is
+    not there yet, all at the same time (one BLAS thread each, the default); says how long it took."""
+    todo = {ckpt: extra for ckpt, extra in jobs.items() if not ckpt.exists()}
+    load0, t0 = os.getloadavg()[0], time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(text), "-o", str(ckpt), "--time",
+                               str(minutes), "--quiet", *extra], stdout=subprocess.DEVNULL)
+             for ckpt, extra in todo.items()]
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit(f"training {', '.join(c.name for c in todo)} failed")
+    if todo:
+        print(f"trained {' and '.join(c.name for c in todo)} in {time.perf_counter() - t0:.0f} s (load average at "
+              f"start {load0:.2f})", flush=True)
 
 
 def count_baseline(train: list[str]) -> tuple[dict, dict, str]:
@@ -87,15 +95,10 @@ def timed_fill_each(ck: checkpoint.Checkpoint, texts: list[np.ndarray], position
 
 def shakespeare(minutes: float, work: Path) -> dict:
     path = DATA / "tinyshakespeare.txt"
-    procs, load0 = [], os.getloadavg()[0]
-    for kind, extra in (("forward", []), ("bidirectional", ["--bidirectional"])):
-        ckpt = work / f"shakespeare-{kind}.npz"
-        if not ckpt.exists():
-            procs.append(subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(path), "-o", str(ckpt),
-                                           "--time", str(minutes), "--val-fraction", "0.1", "--threads", "1",
-                                           "--quiet", *extra], stdout=subprocess.DEVNULL))
-    if any(p.wait() for p in procs):
-        raise SystemExit("training failed")
+    load0 = os.getloadavg()[0]
+    held_out = ["--val-fraction", "0.1"]
+    train_together(path, {work / "shakespeare-forward.npz": held_out,
+                          work / "shakespeare-bidirectional.npz": [*held_out, "--bidirectional"]}, minutes)
     runs = {kind: checkpoint.load(work / f"shakespeare-{kind}.npz") for kind in ("forward", "bidirectional")}
     text = path.read_text(encoding="utf-8")
     vocab = runs["forward"].vocab
@@ -163,19 +166,11 @@ def main() -> None:
         kinds = {"forward": [], "bidirectional": ["--bidirectional"]}
         if a.masked:
             kinds["bidirectional, masked"] = ["--bidirectional", "--objective", "masked"]
+        ckpts = {k: work / f"names-{k.replace(', ', '-')}.npz" for k in kinds}
         # the forward model alone, then the bidirectional ones side by side: one core and one BLAS thread each
         for group in (["forward"], [k for k in kinds if k != "forward"]):
-            todo = [k for k in group if not (work / f"names-{k.replace(', ', '-')}.npz").exists()]
-            load0, t0 = os.getloadavg()[0], time.perf_counter()
-            procs = [subprocess.Popen([sys.executable, "-m", "charrnn", "train", str(work / "names_train.txt"), "-o",
-                                       str(work / f"names-{k.replace(', ', '-')}.npz"), "--time", str(a.minutes),
-                                       "--quiet", *kinds[k]], stdout=subprocess.DEVNULL) for k in todo]
-            if any(p.wait() != 0 for p in procs):
-                raise SystemExit(f"training {', '.join(todo)} failed")
-            if todo:
-                print(f"trained {' and '.join(todo)} in {time.perf_counter() - t0:.0f} s (load average at start "
-                      f"{load0:.2f})", flush=True)
-        runs = {k: checkpoint.load(work / f"names-{k.replace(', ', '-')}.npz") for k in kinds}
+            train_together(work / "names_train.txt", {ckpts[k]: kinds[k] for k in group}, a.minutes)
+        runs = {k: checkpoint.load(ckpts[k]) for k in kinds}
         rng = np.random.default_rng(0)
         positions = [int(rng.integers(len(n))) for n in test]
         truth = np.array([n[p] for n, p in zip(test, positions, strict=True)])
