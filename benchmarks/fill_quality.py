@@ -31,6 +31,8 @@ import argparse
 import json
 import os
 import random
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -138,6 +140,9 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--task", choices=["names", "shakespeare"], default="names")
     ap.add_argument("--masked", action="store_true", help="also a bidirectional model with --objective masked")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=OPTIONS",
+                    help="names: also a bidirectional model trained with these options, side by side with the "
+                         "default one, e.g. 'mask 5%%=--mask-rate 0.05' (repeatable)")
     a = ap.parse_args()
     if a.task == "shakespeare":
         with tempfile.TemporaryDirectory() as tmp:
@@ -166,7 +171,10 @@ def main() -> None:
         kinds = {"forward": [], "bidirectional": ["--bidirectional"]}
         if a.masked:
             kinds["bidirectional, masked"] = ["--bidirectional", "--objective", "masked"]
-        ckpts = {k: work / f"names-{k.replace(', ', '-')}.npz" for k in kinds}
+        for v in a.variant:
+            label, _, options = v.partition("=")
+            kinds[f"bidirectional, {label}"] = ["--bidirectional", *shlex.split(options)]
+        ckpts = {k: work / f"names-{re.sub(r'[^A-Za-z0-9]+', '-', k)}.npz" for k in kinds}
         # the forward model alone, then the bidirectional ones side by side: one core and one BLAS thread each
         for group in (["forward"], [k for k in kinds if k != "forward"]):
             train_together(work / "names_train.txt", {ckpts[k]: kinds[k] for k in group}, a.minutes)
@@ -174,6 +182,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         positions = [int(rng.integers(len(n))) for n in test]
         truth = np.array([n[p] for n, p in zip(test, positions, strict=True)])
+        long = [(n, int(rng.integers(len(n) - SPAN + 1))) for n in test if len(n) >= 5]  # the same spans for all
         tables = count_baseline(train)
         result: dict = {"minutes": a.minutes, "names": len(test), "cpu_count": os.cpu_count()}
         result["count_baseline"] = float(np.mean([baseline_fill(tables, n, p) == t
@@ -187,7 +196,6 @@ def main() -> None:
             result[kind] = {"accuracy": float((chars == truth).mean()), "names_per_s": len(test) / seconds,
                             "steps": ck.meta.progress.step, "best_val_loss": ck.meta.best_val_loss,
                             "objective": ck.cfg.objective.value}
-            long = [(n, int(rng.integers(len(n) - SPAN + 1))) for n in test if len(n) >= 5]
             right = 0
             t0 = time.perf_counter()
             for n, s in long:
@@ -204,9 +212,10 @@ def main() -> None:
           f"forward exact {f['accuracy']:.1%} at {f['names_per_s']:,.0f} names/s; bidirectional {b['accuracy']:.1%} "
           f"at {b['names_per_s']:,.0f} names/s ({b['names_per_s'] / f['names_per_s']:.0f}x); spans of {SPAN}: "
           f"forward {f['span_exact']:.1%}, bidirectional {b['span_exact']:.1%}")
-    if "bidirectional, masked" in result:
-        m = result["bidirectional, masked"]
-        print(f"bidirectional, masked objective: {m['accuracy']:.1%}; spans {m['span_exact']:.1%}")
+    for kind in kinds:
+        if kind.startswith("bidirectional, "):
+            m = result[kind]
+            print(f"{kind}: {m['accuracy']:.1%}; spans {m['span_exact']:.1%} ({m['steps']:,} steps)")
     if a.json:
         a.json.write_text(json.dumps(result, indent=2))
 
