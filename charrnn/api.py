@@ -106,7 +106,7 @@ def train(text_file: str | os.PathLike, out: str | os.PathLike | None = None, **
 
     params = {p.name: p.default for p in typer.main.get_command(app).commands["train"].params  # type: ignore[attr-defined]
               if p.name is not None}
-    options = {"time_minutes" if k == "time" else k: v for k, v in options.items()}
+    options = {"time_minutes" if k == "time" else k: v for k, v in options.items() if k != "quiet"}  # always quiet
     unknown = sorted(set(options) - set(params))
     if unknown:
         raise OptionError(f"charrnn.train() has no option {unknown[0]!r}")

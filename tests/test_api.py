@@ -15,7 +15,7 @@ from charrnn.errors import CharrnnError, OptionError
 
 def test_train_load_and_use_a_model_like_the_cli(tmp_path, capsys, names_x4_file):
     out = tmp_path / "m.npz"
-    m = charrnn.train(names_x4_file, out=out, steps=12, hidden_size=16, layers=1, eval_every=6)
+    m = charrnn.train(names_x4_file, out=out, steps=12, hidden_size=16, layers=1, eval_every=6, quiet=True)
     assert isinstance(m, charrnn.Model) and m.checkpoint.meta.progress.step == 12
     again = charrnn.train(names_x4_file, out=out, steps=15, resume=out)  # charrnn.train stays the function
     assert again.checkpoint.meta.progress.step == 15
