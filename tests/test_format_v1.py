@@ -28,7 +28,9 @@ def test_logits_of_the_best_weights_are_unchanged(case):
     ck = checkpoint.load(path)
     x = np.array(want["x"], dtype=np.int32)[:, None]  # (8, 1)
     logits = model.forward(ck.sampling_params, ck.cfg, x).logits[:, 0]
-    np.testing.assert_array_equal(logits.astype(np.float64), np.array(want["logits"]))
+    # equal to float32 rounding: OpenBLAS and NumPy pick their kernels by processor (these were recorded
+    # on an AVX2 machine; an AVX-512 one differs in the last bit of about half the logits)
+    np.testing.assert_allclose(logits.astype(np.float64), np.array(want["logits"]), rtol=1e-5, atol=1e-6)
 
 
 def as_recorded(out: str) -> str:
@@ -55,7 +57,7 @@ def test_eval_is_unchanged(case, capsys):
     got = json.loads(out)
     assert got["chars"] == want["eval"]["chars"] and got["unk_chars"] == want["eval"]["unk_chars"]
     assert got["mode"] == want["eval"]["mode"]
-    assert got["loss"] == pytest.approx(want["eval"]["loss"], rel=1e-12)  # summed in another order
+    assert got["loss"] == pytest.approx(want["eval"]["loss"], rel=1e-6)  # float32 kernels differ by processor
 
 
 def test_inspect_figures_are_unchanged(case, capsys):
