@@ -42,9 +42,10 @@ class Model:
         kind += f" ({c.activation})" if c.cell == "rnn" else ""
         best = ck.meta.best_val_loss  # the training loss when there was no validation split
         judge = "val" if len(ck.val_losses) else "train"
-        return (f"<charrnn.Model {str(self.path) if self.path else '(not saved)'}: {kind}, {c.layers} × "
-                f"{c.hidden_size}, {c.dtype}, vocabulary {c.vocab_size}, {ck.meta.mode.value} mode, "
-                f"{ck.meta.progress.step:,} steps" + (f", best {judge} loss {best:.4f}" if best is not None else "")
+        size = f"{c.layers} × {c.hidden_size}" + (f", head {c.head}" if c.head else "")
+        return (f"<charrnn.Model {str(self.path) if self.path else '(not saved)'}: {kind}, {size}, {c.dtype}, "
+                f"vocabulary {c.vocab_size}, {ck.meta.mode.value} mode, {ck.meta.progress.step:,} steps"
+                + (f", best {judge} loss {best:.4f}" if best is not None else "")
                 + ">")
 
     def sample(self, n: int = 10, temperature: float = 1.0, length: int | None = None, prime: str = "",

@@ -42,9 +42,9 @@ from charrnn.errors import CharrnnError
 from charrnn.model import Params, State, layer_specs, param_shapes
 from charrnn.vocab import Vocab
 
-# 2: bidirectional models; 3: the neighbors objective. Each file says the oldest version that reads
-# it: forward models are still written as 1, masked ones as 2.
-FORMAT_VERSION = 3
+# 2: bidirectional models; 3: the neighbors objective; 4: a head joining the two directions. Each file
+# says the oldest version that reads it: forward models are still written as 1, masked ones as 2.
+FORMAT_VERSION = 4
 MAX_LOSS = -math.log(np.finfo(np.float64).tiny)  # 708.4 nats: no cross-entropy charrnn computes is larger
 
 
@@ -184,6 +184,8 @@ def line_hashes(lines: list[str]) -> np.ndarray:
 
 def written_as(cfg: ModelConfig) -> int:
     """The format version a model's file says: the oldest that reads it."""
+    if cfg.head:
+        return 4
     return {Objective.NEXT: 1, Objective.MASKED: 2, Objective.NEIGHBORS: 3}[cfg.objective]
 
 
@@ -354,7 +356,8 @@ def parse_header(path: Path, raw: bytes) -> tuple[int, ModelConfig, Vocab, Meta]
         raise _bad(path, f"damaged metadata: {e}") from None
     problem = meta_problem(info) or (
         f"the objective is {info.objective}, the model's {cfg.objective}" if info.objective != cfg.objective else
-        f"format version {version} cannot hold the {cfg.objective} objective" if version < written_as(cfg) else "")
+        f"format version {version} cannot hold {'a head' if cfg.head else f'the {cfg.objective} objective'}"
+        if version < written_as(cfg) else "")
     if problem:
         raise _bad(path, f"damaged metadata: {problem}")
     return version, cfg, vocab, info

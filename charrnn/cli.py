@@ -164,6 +164,10 @@ def train(
         None, metavar="neighbors|masked", help="Bidirectional: predict every character from the states on either "
         "side of it (neighbors, the default: every character teaches), or only the hidden ones, from states that "
         "read <MASK> there (masked, like BERT; the only objective of earlier versions)."),
+    head: Optional[int] = typer.Option(
+        None, metavar="N", help="Bidirectional: width of a tanh layer where the two directions meet before the "
+        "output (0: none, the output reads them side by side) [default: --hidden-size with --objective neighbors, "
+        "else 0]."),
     mask_rate: Optional[float] = typer.Option(
         None, help="Bidirectional: fraction of characters hidden in each batch, in spans of 1-3 [default: 0.15]."),
     resume: Optional[Path] = typer.Option(

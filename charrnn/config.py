@@ -62,6 +62,9 @@ class ModelConfig:
     # what it predicts: next for a forward model; masked or neighbors for a bidirectional one (files
     # before format 3 do not say: a bidirectional one of them is masked)
     objective: Objective = Objective.NEXT
+    # bidirectional: width of a tanh layer that joins the two directions before the output; 0 (and files
+    # before format 4): the output reads the two directions side by side
+    head: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -83,6 +86,10 @@ class ModelConfig:
             problems.append(f"--layers must be at least 1, not {self.layers}")
         if not 0 <= self.dropout < 1:
             problems.append(f"--dropout must be in [0, 1), not {self.dropout}")
+        if self.head < 0:
+            problems.append(f"--head must be at least 0, not {self.head}")
+        elif self.head and not self.bidirectional:
+            problems.append("--head is for bidirectional models: add --bidirectional")
         if self.dtype not in DTYPES:
             problems.append(f"--dtype must be float32 or float64, not {self.dtype!r}")
         if self.vocab_size < 3:
@@ -97,6 +104,8 @@ class ModelConfig:
             del d["bidirectional"]  # so a forward model's file stays readable by charrnn before it (format 1)
         if self.objective != Objective.NEIGHBORS:
             del d["objective"]  # the same for masked models (format 2)
+        if not self.head:
+            del d["head"]  # and for neighbors models without one (format 3)
         return d
 
 

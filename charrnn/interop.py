@@ -9,6 +9,9 @@ Per recurrent layer k (suffix `_reverse` for a right-to-left layer), G = gates *
 and on top
     out.weight      (V, H)     = W_y.T
     out.bias        (V,)       = b_y
+with a head (bidirectional models; format 2), between the recurrent layers and 'out':
+    head.weight     (n_z, 2H)  = W_head.T   (an nn.Linear followed by tanh; 'out' then reads n_z)
+    head.bias       (n_z,)     = b_head
 
 PyTorch orders LSTM gates [i, f, g, o] where charrnn has [i, f, o, g]; both order GRU gates
 [r, u (PyTorch's z), n] and apply the reset gate after the recurrent product. PyTorch has two
@@ -37,7 +40,7 @@ from charrnn.model import Layer, Params, input_size, layer_specs, output_width
 from charrnn.vocab import EOS, SPECIALS, UNK, Vocab
 
 FORMAT = "charrnn-torch"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a head; files without one are still written as 1
 # PyTorch's gate blocks by charrnn's gate names (its GRU calls u "z"; the RNN's one block is h)
 TORCH_GATE_ORDER: dict[str, tuple[str, ...]] = {"rnn": ("h",), "gru": ("r", "u", "n"), "lstm": ("i", "f", "g", "o")}
 MAX_HEADER = 100 << 20  # bytes of JSON header read before any check: far more than any charrnn export needs
@@ -76,7 +79,10 @@ def torch_shapes(cfg: ModelConfig, stack: list[Layer] | None = None) -> dict[str
         G, n = layer_names(layer), layer.gates * layer.hidden
         shapes.update({G["weight_ih"]: (n, layer.n_in), G["weight_hh"]: (n, layer.hidden),
                        G["bias_ih"]: (n,), G["bias_hh"]: (n,)})
-    shapes["out.weight"] = (cfg.vocab_size, output_width(stack))
+    if cfg.head:
+        shapes["head.weight"] = (cfg.head, output_width(stack))
+        shapes["head.bias"] = (cfg.head,)
+    shapes["out.weight"] = (cfg.vocab_size, cfg.head or output_width(stack))
     shapes["out.bias"] = (cfg.vocab_size,)
     return shapes
 
@@ -92,7 +98,10 @@ def to_torch(params: Params, cfg: ModelConfig, stack: list[Layer] | None = None)
         t[names["weight_hh"]] = params[W_h][:, cols].T  # (G, H)
         t[names["bias_ih"]] = params[b][cols]  # (G,)
         t[names["bias_hh"]] = np.zeros_like(params[b])  # (G,)
-    t["out.weight"] = params["W_y"].T  # (V, H), or (V, 2H) after a bidirectional level
+    if cfg.head:
+        t["head.weight"] = params["W_head"].T  # (n_z, 2H)
+        t["head.bias"] = params["b_head"]  # (n_z,)
+    t["out.weight"] = params["W_y"].T  # (V, H), or (V, 2H) after a bidirectional level, or (V, n_z)
     t["out.bias"] = params["b_y"]  # (V,)
     return {k: np.ascontiguousarray(v, dtype=cfg.dtype) for k, v in t.items()}
 
@@ -116,6 +125,9 @@ def from_torch(tensors: dict[str, np.ndarray], cfg: ModelConfig, stack: list[Lay
         p[W_x] = tensors[names["weight_ih"]].T[:, back]  # (n_in, G)
         p[W_h] = tensors[names["weight_hh"]].T[:, back]  # (H, G)
         p[b] = tensors[names["bias_ih"]][back] + b_hh  # (G,)
+    if cfg.head:
+        p["W_head"] = tensors["head.weight"].T  # (2H, n_z)
+        p["b_head"] = tensors["head.bias"]  # (n_z,)
     p["W_y"] = tensors["out.weight"].T  # (H, V)
     p["b_y"] = tensors["out.bias"]  # (V,)
     return {k: np.ascontiguousarray(v, dtype=cfg.dtype) for k, v in p.items()}
@@ -141,13 +153,14 @@ def metadata(e: Export) -> dict[str, str]:
     cfg = e.cfg
     return {
         "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(2 if cfg.head else 1),
         "vocab": json.dumps({"chars": e.vocab.chars, "specials": {SPECIALS[UNK]: UNK, SPECIALS[EOS]: EOS},
                              "first_char_id": len(SPECIALS)}),
         "model": json.dumps({"cell": cfg.cell, "input_size": input_size(cfg), "hidden_size": cfg.hidden_size,
                              "num_layers": cfg.layers, "nonlinearity": cfg.activation, "dtype": cfg.dtype,
                              "bidirectional": cfg.bidirectional, "output_size": cfg.vocab_size, "input": "one-hot",
-                             "batch_first": False, "mask_id": input_size(cfg) - 1 if cfg.bidirectional else None}),
+                             "batch_first": False, "mask_id": input_size(cfg) - 1 if cfg.bidirectional else None,
+                             **({"head_size": cfg.head} if cfg.head else {})}),
         "data": json.dumps({"mode": e.mode.value, "objective": e.objective.value, "source": e.source,
                             "seq_len": e.seq_len}),
     }
@@ -176,7 +189,7 @@ def parse_metadata(meta: Any) -> Export:
     """Check the metadata and make charrnn's config and vocabulary from it."""
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InteropError(f"no {FORMAT!r} format marker in the metadata: was it written by `charrnn export`?")
-    if meta.get("format_version") != str(FORMAT_VERSION):
+    if meta.get("format_version") not in [str(v) for v in range(1, FORMAT_VERSION + 1)]:
         raise InteropError(f"{FORMAT} format version {meta.get('format_version')!r}: this charrnn reads "
                            f"version {FORMAT_VERSION}")
     v = _json_table(meta, "vocab")
@@ -211,7 +224,10 @@ def parse_metadata(meta: Any) -> Export:
     if bidirectional == (objective == Objective.NEXT):
         raise InteropError(f"a {'bidirectional' if bidirectional else 'forward'} model cannot have objective "
                            f"{objective.value!r}")
-    cfg = ModelConfig(len(vocab), cell, hidden, layers, nonlinearity, 0.0, dtype, bidirectional, objective)
+    head = m.get("head_size", 0)
+    if type(head) is not int or not 0 <= head <= 1 << 16 or (head and meta["format_version"] == "1"):
+        raise InteropError(f"the metadata's model.head_size is {head!r}")
+    cfg = ModelConfig(len(vocab), cell, hidden, layers, nonlinearity, 0.0, dtype, bidirectional, objective, head)
     check_layout(cfg)
     seq_len = _field(d, "seq_len", int, "data")
     if not 1 <= seq_len <= MAX_SEQ_LEN:  # sampling's default length: bounded, so `sample` ends

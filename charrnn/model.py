@@ -129,7 +129,12 @@ def param_shapes(cfg: ModelConfig, stack: list[Layer] | None = None) -> dict[str
     shapes: dict[str, tuple[int, ...]] = {}
     for layer in stack:
         shapes.update(layer.shapes())
-    shapes["W_y"] = (output_width(stack), cfg.vocab_size)
+    width = output_width(stack)
+    if cfg.head:
+        shapes["W_head"] = (width, cfg.head)
+        shapes["b_head"] = (cfg.head,)
+        width = cfg.head
+    shapes["W_y"] = (width, cfg.vocab_size)
     shapes["b_y"] = (cfg.vocab_size,)
     return shapes
 
@@ -138,7 +143,8 @@ def textbook_param_count(cfg: ModelConfig) -> int:
     """(n_a + n_x) n_a + n_a per RNN layer, times 3 for a GRU, 4 for an LSTM; n_a n_y + n_y on top.
 
     Bidirectional: that per direction per layer, with n_x = V + 1 (<MASK>) at the bottom and 2 n_a
-    above (n_a for the neighbors objective, one stack per direction); the output layer reads 2 n_a."""
+    above (n_a for the neighbors objective, one stack per direction); the output layer reads 2 n_a,
+    or a head of n_z reads them (2 n_a n_z + n_z) and the output layer reads n_z."""
     n_a, n_y = cfg.hidden_size, cfg.vocab_size
     directions = 2 if cfg.bidirectional else 1
     below = 1 if cfg.objective == Objective.NEIGHBORS else directions  # neighbors: each direction its own stack
@@ -146,6 +152,8 @@ def textbook_param_count(cfg: ModelConfig) -> int:
     for l in range(cfg.layers):
         n_x = (n_y + 1 if cfg.bidirectional else n_y) if l == 0 else below * n_a
         total += directions * cells.GATES[cfg.cell] * ((n_a + n_x) * n_a + n_a)
+    if cfg.head:
+        return total + directions * n_a * cfg.head + cfg.head + cfg.head * n_y + n_y
     return total + directions * n_a * n_y + n_y
 
 
@@ -158,8 +166,10 @@ def training_bytes(cfg: ModelConfig, batch: int, steps: int, optimizer_slots: in
     d, H, V = (2 if cfg.bidirectional else 1), cfg.hidden_size, cfg.vocab_size
     G = cells.GATES[cfg.cell] * H
     below = 1 if cfg.objective == Objective.NEIGHBORS else d  # what an upper layer reads, in units of H
-    n_params = d * ((input_size(cfg) + H + 1) * G + (cfg.layers - 1) * (below * H + H + 1) * G) + d * H * V + V
-    per_char = 2 * d * cfg.layers * (2 * G + 4 * H) * s + V * (3 * s + 8)  # the softmax works in float64
+    top = cfg.head or d * H  # what the output layer reads
+    n_params = (d * ((input_size(cfg) + H + 1) * G + (cfg.layers - 1) * (below * H + H + 1) * G) + top * V + V
+                + (d * H + 1) * cfg.head)
+    per_char = 2 * d * cfg.layers * (2 * G + 4 * H) * s + 3 * cfg.head * s + V * (3 * s + 8)  # softmax: float64
     return (4 + optimizer_slots) * n_params * s + batch * steps * per_char
 
 
@@ -193,6 +203,10 @@ def init_params(cfg: ModelConfig, rng: np.random.Generator, stack: list[Layer] |
         if layer.cell == "lstm":
             cells.split_gates(p[b], "lstm")[cells.gate_index("lstm", "f")][...] = 1.0  # forget gate starts open
     H_top = output_width(stack)
+    if cfg.head:
+        p["W_head"] = rng.standard_normal((H_top, cfg.head)) / np.sqrt(H_top)
+        p["b_head"] = np.zeros(cfg.head)
+        H_top = cfg.head
     p["W_y"] = rng.standard_normal((H_top, cfg.vocab_size)) / np.sqrt(H_top) * (0.1 if identity else 1.0)
     p["b_y"] = np.zeros(cfg.vocab_size)
     return {name: a.astype(cfg.dtype) for name, a in p.items()}
@@ -270,9 +284,14 @@ class Forward:
     state: State  # per layer, the state after the last step (what the next chunk starts from)
     layers: list[LayerRun]
     x: np.ndarray  # (T, B) the input ids
-    top: np.ndarray  # (T, B, H) what the output layer read: the last level's outputs after dropout (shifted
-    # for the neighbors objective)
+    top: np.ndarray  # (T, B, H) the last level's outputs after dropout (shifted for the neighbors objective)
     lengths: np.ndarray | None = None  # (B,) real steps per row, when rows were padded
+    head: np.ndarray | None = None  # (T, B, n_z) tanh(top W_head + b_head), when the model has a head
+
+    @property
+    def read(self) -> np.ndarray:
+        """What the output layer read: the head's outputs, else the top level's."""
+        return self.top if self.head is None else self.head
 
 
 def reversal(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
@@ -393,9 +412,14 @@ def forward(
         inp = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)  # (T, B, sum of H)
     if cfg.objective == Objective.NEIGHBORS:
         inp = shift(inp, _real(lengths, T))
-    logits = (inp.reshape(T * B, -1) @ params["W_y"]).reshape(T, B, -1)  # (T, B, V)
+    head = None
+    if cfg.head:  # z = tanh(top W_head + b_head): the two directions meet before the output
+        head = inp.reshape(T * B, -1) @ params["W_head"]
+        head += params["b_head"]
+        head = np.tanh(head, out=head).reshape(T, B, -1)  # (T, B, n_z)
+    logits = ((inp if head is None else head).reshape(T * B, -1) @ params["W_y"]).reshape(T, B, -1)  # (T, B, V)
     logits += params["b_y"]
-    return Forward(logits, new_state, runs, x, inp, lengths)
+    return Forward(logits, new_state, runs, x, inp, lengths, head)
 
 
 def _real(lengths: np.ndarray | None, T: int) -> np.ndarray | None:
@@ -436,10 +460,15 @@ def backward(params: Params, cfg: ModelConfig, dlogits: np.ndarray, fwd: Forward
     T, B, V = dlogits.shape
     dlog2 = dlogits.reshape(T * B, V)
     grads: Params = {
-        "W_y": fwd.top.reshape(T * B, -1).T @ dlog2,  # (H, V)
+        "W_y": fwd.read.reshape(T * B, -1).T @ dlog2,  # (H, V)
         "b_y": dlog2.sum(axis=0),  # (V,)
     }
-    dtop = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, width of the top level)
+    dtop = (dlog2 @ params["W_y"].T).reshape(T, B, -1)  # (T, B, width of what the output layer read)
+    if fwd.head is not None:  # d tanh(a) = (1 - z²) da
+        da = (dtop * (1 - fwd.head * fwd.head)).reshape(T * B, -1)
+        grads["W_head"] = fwd.top.reshape(T * B, -1).T @ da  # (2H, n_z)
+        grads["b_head"] = da.sum(axis=0)
+        dtop = (da @ params["W_head"].T).reshape(T, B, -1)  # (T, B, width of the top level)
     dH: np.ndarray | None = unshift(dtop, _real(fwd.lengths, T)) if cfg.objective == Objective.NEIGHBORS else dtop
     dstate: State = [()] * len(fwd.layers)
     parts: list[np.ndarray] = []  # dL/d(each layer's outputs) of the level, when they read separate inputs

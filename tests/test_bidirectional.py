@@ -9,6 +9,7 @@ from helpers import numeric_grad, rel_error, run
 
 from charrnn import checkpoint, data, model
 from charrnn.config import Mode, ModelConfig
+from charrnn.errors import OptionError
 
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("gru", "tanh"), ("lstm", "tanh")]
 
@@ -44,6 +45,18 @@ def test_specs_of_a_neighbors_model_keep_the_directions_apart():
     assert sum(int(np.prod(s)) for s in shapes.values()) == model.textbook_param_count(cfg)
 
 
+def test_specs_and_counts_of_a_head():
+    cfg = ModelConfig(9, "lstm", 4, 2, bidirectional=True, objective="neighbors", head=6)
+    shapes = model.param_shapes(cfg)
+    assert shapes["W_head"] == (8, 6) and shapes["b_head"] == (6,) and shapes["W_y"] == (6, 9)
+    assert sum(int(np.prod(s)) for s in shapes.values()) == model.textbook_param_count(cfg)
+    with pytest.raises(OptionError, match="--head is for bidirectional models"):
+        ModelConfig(9, head=6)
+    with pytest.raises(OptionError, match="--head must be at least 0"):
+        ModelConfig(9, bidirectional=True, head=-1)
+    assert "head" not in ModelConfig(9, bidirectional=True, objective="neighbors").to_dict()  # format 3 as before
+
+
 def test_the_shift_and_its_transpose():
     rng = np.random.default_rng(0)
     top, d = rng.standard_normal((5, 2, 6)), rng.standard_normal((5, 2, 6))
@@ -70,12 +83,28 @@ def test_neighbors_logits_read_the_states_beside_each_position():
         np.testing.assert_allclose(fwd.logits[t], want, rtol=1e-12)
 
 
-@pytest.mark.parametrize("objective", ["masked", "neighbors"])
+def test_a_head_sits_between_the_shifted_states_and_the_output():
+    """logits[t] = tanh([h→_{t-1} ; h←_{t+1}] W_head + b_head) W_y + b_y, written out."""
+    V, rng = 7, np.random.default_rng(2)
+    cfg = ModelConfig(V, "lstm", 5, 1, bidirectional=True, objective="neighbors", dtype="float64", head=3)
+    params = model.init_params(cfg, rng)
+    params["b_head"] += rng.standard_normal(3)
+    x = rng.integers(0, V + 1, (6, 2))
+    fwd = model.forward(params, cfg, x)
+    right, left = fwd.layers[0].hs, fwd.layers[1].hs
+    for t in range(6):
+        a = right[t - 1] if t > 0 else np.zeros((2, 5))
+        b = left[t + 1] if t < 5 else np.zeros((2, 5))
+        z = np.tanh(np.concatenate([a, b], axis=1) @ params["W_head"] + params["b_head"])
+        np.testing.assert_allclose(fwd.logits[t], z @ params["W_y"] + params["b_y"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("objective,head", [("masked", 0), ("neighbors", 0), ("neighbors", 3), ("masked", 3)])
 @pytest.mark.parametrize("cell,activation", CELLS)
-def test_masked_loss_gradients_two_layers_with_dropout(cell, activation, objective):
+def test_masked_loss_gradients_two_layers_with_dropout(cell, activation, objective, head):
     V, rng = 7, np.random.default_rng(0)
     cfg = ModelConfig(V, cell, 4, 2, activation, dropout=0.25, dtype="float64", bidirectional=True,
-                      objective=objective)
+                      objective=objective, head=head)
     params = model.init_params(cfg, rng)
     for k in params:
         params[k] += rng.standard_normal(params[k].shape) * 0.3
@@ -111,13 +140,13 @@ def test_backward_direction_mirrors_a_forward_model_on_the_reversed_text(cell, a
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
-@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("layers,head", [(1, 0), (2, 0), (3, 0), (1, 5), (2, 5)])
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_neighbors_never_see_the_character_they_predict(cell, layers):
+def test_neighbors_never_see_the_character_they_predict(cell, layers, head):
     """The prediction at every position t does not depend on the character at t, hidden or not, and
     depends on the characters at t - 1 and t + 1."""
     V, T, rng = 8, 10, np.random.default_rng(3)
-    cfg = ModelConfig(V, cell, 6, layers, bidirectional=True, objective="neighbors", dtype="float64")
+    cfg = ModelConfig(V, cell, 6, layers, bidirectional=True, objective="neighbors", dtype="float64", head=head)
     params = model.init_params(cfg, rng)
     x = rng.integers(2, V, (T, 3))
     base = model.forward(params, cfg, x).logits

@@ -408,3 +408,24 @@ def test_a_neighbors_checkpoint_must_say_so_consistently(tmp_path, edit, says):
     rewritten(tmp_path / "n.npz", tmp_path / "bad.npz", meta=edit)
     with pytest.raises(CharrnnError, match=says):
         checkpoint.load(tmp_path / "bad.npz")
+
+
+@pytest.mark.hostile(3)
+def test_a_checkpoint_with_a_head_must_say_format_4(tmp_path):
+    """A file with a head relabelled as format 3 is refused: a charrnn before heads would not know the
+    arrays between the states and the output."""
+    from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.vocab import Vocab
+
+    vocab = Vocab("abc")
+    cfg = ModelConfig(len(vocab), "gru", 4, 1, bidirectional=True, objective="neighbors", head=5)
+    params = model.init_params(cfg, np.random.default_rng(0))
+    meta = checkpoint.Meta(objective=cfg.objective, mask_id=len(vocab), train=TrainConfig())
+    checkpoint.save(tmp_path / "n.npz", checkpoint.Checkpoint(cfg, vocab, params, meta=meta))
+    assert checkpoint.load(tmp_path / "n.npz").format_version == 4
+    rewritten(tmp_path / "n.npz", tmp_path / "bad.npz", meta=lambda m: m.update(format_version=3))
+    with pytest.raises(CharrnnError, match="format version 3 cannot hold a head"):
+        checkpoint.load(tmp_path / "bad.npz")
+    rewritten(tmp_path / "n.npz", tmp_path / "headless.npz", meta=lambda m: m["model"].pop("head"))
+    with pytest.raises(CharrnnError, match="W_head"):  # arrays the config does not name
+        checkpoint.load(tmp_path / "headless.npz")

@@ -31,15 +31,16 @@ def models(tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("ckpt,objective,version", [("bi.npz", "neighbors", 3), ("bim.npz", "masked", 2)])
-def test_bidirectional_checkpoint_format_and_mask_id(models, ckpt, objective, version):
-    """New bidirectional models predict each character from its neighbours by default (format 3, so
-    an older charrnn refuses them rather than reading them as masked); masked ones stay format 2."""
+@pytest.mark.parametrize("ckpt,objective,version,head", [("bi.npz", "neighbors", 4, 16), ("bim.npz", "masked", 2, 0)])
+def test_bidirectional_checkpoint_format_and_mask_id(models, ckpt, objective, version, head):
+    """New bidirectional models predict each character from its neighbours, through a head as wide as a
+    direction, by default (format 4, so an older charrnn refuses them rather than misreading them);
+    masked ones stay format 2, without a head."""
     ck = checkpoint.load(models / ckpt)
-    assert ck.format_version == version and ck.cfg.bidirectional
+    assert ck.format_version == version and ck.cfg.bidirectional and ck.cfg.head == head
     assert ck.meta.objective.value == ck.cfg.objective.value == objective
     assert ck.meta.mask_id == len(ck.vocab) and ck.params["W_x0"].shape[0] == len(ck.vocab) + 1
-    assert "W_h0_rev" in ck.params and ck.params["W_y"].shape == (32, len(ck.vocab))
+    assert "W_h0_rev" in ck.params and ck.params["W_y"].shape == (head or 32, len(ck.vocab))
     assert checkpoint.load(models / "fw.npz").format_version == 1  # forward models stay readable by older charrnn
 
 
@@ -171,8 +172,8 @@ def test_embed_of_a_forward_model_is_its_final_state(models):
         np.testing.assert_allclose(row, fwd.state[-1][0][0], rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("objective", ["neighbors", "masked"])
-def test_a_bidirectional_model_learns_to_fill_from_the_far_end(objective):
+@pytest.mark.parametrize("objective,head", [("neighbors", 0), ("neighbors", 32), ("masked", 0)])
+def test_a_bidirectional_model_learns_to_fill_from_the_far_end(objective, head):
     """Lines 'X + 20 random letters + X': the blanked last character is decided by the first one
     alone, 20 characters away: a model trained for seconds fills it nearly always."""
     rng = np.random.default_rng(0)
@@ -182,7 +183,7 @@ def test_a_bidirectional_model_learns_to_fill_from_the_far_end(objective):
         e = ends[rng.integers(3)]
         lines.append(e + "".join(rng.choice(list("abcdefghij"), 20)) + e)
     c = make_corpus("\n".join(lines) + "\n", "lines", val_fraction=0.0)
-    cfg = ModelConfig(len(c.vocab), "lstm", 32, 1, bidirectional=True, objective=objective)
+    cfg = ModelConfig(len(c.vocab), "lstm", 32, 1, bidirectional=True, objective=objective, head=head)
     tr = Trainer(c, cfg, TrainConfig(steps=600, eval_every=600, batch_size=32, lr=1e-2, mask_rate=0.3))
     tr.fit()
     ck = tr.checkpoint()
@@ -193,12 +194,12 @@ def test_a_bidirectional_model_learns_to_fill_from_the_far_end(objective):
     assert right >= 0.95, right
 
 
-@pytest.mark.parametrize("objective", ["neighbors", "masked"])
+@pytest.mark.parametrize("objective,head", [("neighbors", 6), ("masked", 0)])
 @pytest.mark.parametrize("mode", ["lines", "stream"])
-def test_bidirectional_resume_is_exact(tmp_path, mode, objective):
+def test_bidirectional_resume_is_exact(tmp_path, mode, objective, head):
     text = NAMES_X4 if mode == "lines" else PROSE_X6
     c = make_corpus(text, mode, val_fraction=0.2)
-    cfg = ModelConfig(len(c.vocab), "lstm", 8, 2, dropout=0.2, bidirectional=True, objective=objective)
+    cfg = ModelConfig(len(c.vocab), "lstm", 8, 2, dropout=0.2, bidirectional=True, objective=objective, head=head)
     tc = dict(batch_size=4, seq_len=16, eval_every=3, lr=1e-2)
     whole = Trainer(c, cfg, TrainConfig(steps=8, **tc))
     whole.fit()
@@ -218,6 +219,8 @@ def test_bidirectional_resume_is_exact(tmp_path, mode, objective):
     (["--objective", "neighbors"], "is for bidirectional models: add --bidirectional"),
     (["--bidirectional", "--objective", "next"], "--objective must be masked or neighbors, not 'next'"),
     (["--bidirectional", "--objective", "bert"], "--objective must be masked or neighbors, not 'bert'"),
+    (["--head", "8"], "--head is for bidirectional models: add --bidirectional"),
+    (["--bidirectional", "--head", "-1"], "--head must be at least 0, not -1"),
 ])
 def test_objective_option_errors(models, capsys, tmp_path, args, says):
     code, _, err = run(capsys, "train", models / "names.txt", "-o", tmp_path / "x.npz", "--steps", "1", *args)
@@ -231,6 +234,9 @@ def test_resume_keeps_the_objective(models, capsys, tmp_path):
     code, _, err = run(capsys, "train", models / "names.txt", "--resume", tmp_path / "m.npz", "--objective",
                        "neighbors", "--steps", "14")
     assert "--objective cannot change when resuming" in error_line(code, err)
+    code, _, err = run(capsys, "train", models / "names.txt", "--resume", tmp_path / "m.npz", "--head", "16",
+                       "--steps", "14")
+    assert "--head cannot change when resuming (the checkpoint has 0)" in error_line(code, err)
     code, _, err = run(capsys, "train", models / "names.txt", "--resume", tmp_path / "m.npz", "--steps", "14", "-q")
     assert code == 0, err
     ck = checkpoint.load(tmp_path / "m.npz")

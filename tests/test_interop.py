@@ -182,6 +182,8 @@ def hostile(name: str, tmp_path: Path) -> Path:
         meta["model"] = meta["model"].replace('"lstm"', '"transformer"')
     elif name == "no_metadata":
         meta = {}
+    elif name == "head_in_version_1":  # a charrnn before heads would read this file without its head
+        meta["model"] = meta["model"].replace('"batch_first"', '"head_size": 4, "batch_first"')
     elif name == "trailing_data":
         save_tensors(p, t, meta)
         p.write_bytes(p.read_bytes() + b"\0" * 64)
@@ -197,6 +199,7 @@ HOSTILE = {
     "extra_tensor": "unexpected tensor weight_ih_l1", "nan": "weight_ih_l0 has NaN",
     "gru_n_bias": "recurrent bias of n is not zero", "no_vocab": "no 'vocab' in the metadata",
     "unknown_cell": "unknown cell 'transformer'", "no_metadata": "format marker", "trailing_data": "trailing data",
+    "head_in_version_1": "model.head_size is 4",
 }
 
 
@@ -339,14 +342,16 @@ def test_pytorch_bidirectional_computes_the_same_logits(cell, activation):
     assert np.abs(theirs - model.forward(params, cfg, x).logits).max() < 1e-5
 
 
-@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("layers,head", [(1, 0), (2, 0), (1, 7)])
 @pytest.mark.parametrize("cell,activation", CELLS)
-def test_pytorch_computes_the_same_neighbors_logits(cell, activation, layers):
+def test_pytorch_computes_the_same_neighbors_logits(cell, activation, layers, head):
     """The neighbors objective written in PyTorch, from charrnn's weights: one nn.LSTM/GRU/RNN stack
-    per direction (the right-to-left one on the flipped text), and nn.Linear on [h→_{t-1} ; h←_{t+1}]."""
+    per direction (the right-to-left one on the flipped text), and nn.Linear on [h→_{t-1} ; h←_{t+1}]
+    (through nn.Linear and tanh first, with a head)."""
     torch = pytest.importorskip("torch")
     torch.set_num_threads(1)
-    cfg = ModelConfig(len(VOCAB), cell, 16, layers, activation, bidirectional=True, objective="neighbors")
+    cfg = ModelConfig(len(VOCAB), cell, 16, layers, activation, bidirectional=True, objective="neighbors",
+                      head=head)
     rng = np.random.default_rng(4)
     params = {k: v + 0.1 * rng.standard_normal(v.shape).astype(v.dtype) for k, v in model.init_params(cfg, rng).items()}
     if activation == "relu":
@@ -357,7 +362,7 @@ def test_pytorch_computes_the_same_neighbors_logits(cell, activation, layers):
     stacks = [kind(len(VOCAB) + 1, 16, layers, **extra) for _ in range(2)]
     for k, rnn in enumerate(stacks):  # layer l of direction k: its tensors without the _reverse suffix
         own = {n.replace("_reverse", ""): v for n, v in tensors.items()
-               if not n.startswith("out.") and n.endswith("_reverse") == (k == 1)}
+               if not n.startswith(("out.", "head.")) and n.endswith("_reverse") == (k == 1)}
         rnn.load_state_dict({n: torch.from_numpy(v) for n, v in own.items()})
     x = rng.integers(0, len(VOCAB) + 1, size=(40, 3))  # (T, B), <MASK> (id V) among them
     with torch.no_grad():
@@ -365,22 +370,29 @@ def test_pytorch_computes_the_same_neighbors_logits(cell, activation, layers):
         right, left = stacks[0](x1)[0], stacks[1](x1.flip(0))[0].flip(0)
         zero = torch.zeros(1, 3, 16)
         s = torch.cat([torch.cat([zero, right[:-1]]), torch.cat([left[1:], zero])], dim=2)
+        if head:
+            s = torch.tanh(s @ torch.from_numpy(tensors["head.weight"]).T + torch.from_numpy(tensors["head.bias"]))
         theirs = (s @ torch.from_numpy(tensors["out.weight"]).T + torch.from_numpy(tensors["out.bias"])).numpy()
     assert np.abs(theirs - model.forward(params, cfg, x).logits).max() < 1e-5
 
 
-def test_a_neighbors_model_exports_with_one_layer_and_says_why_not_with_more(tmp_path, capsys):
+@pytest.mark.parametrize("head", [0, 4])
+def test_a_neighbors_model_exports_with_one_layer_and_says_why_not_with_more(tmp_path, capsys, head):
     for layers in (2, 1):
-        cfg = ModelConfig(len(VOCAB), "gru", 5, layers, bidirectional=True, objective="neighbors")
+        cfg = ModelConfig(len(VOCAB), "gru", 5, layers, bidirectional=True, objective="neighbors", head=head)
         params = model.init_params(cfg, np.random.default_rng(2))  # the 1-layer model's, after the loop
         meta = checkpoint.Meta(mode=Mode.LINES, objective=cfg.objective, source="toy.txt",
                                train=TrainConfig(seq_len=12))
         checkpoint.save(tmp_path / f"n{layers}.npz", checkpoint.Checkpoint(cfg, VOCAB, params, dict(params), meta=meta))
     code, out, err = run(capsys, "export", tmp_path / "n1.npz", tmp_path / "n1.safetensors")
     assert code == 0 and "bidirectional=True" in out and "h→ at t-1" in out, err
+    assert ("nn.Linear(10, 4) as 'head', tanh + nn.Linear(4, " in out) == bool(head)
+    header = interop.read_header(tmp_path / "n1.safetensors")[0]["__metadata__"]
+    assert header["format_version"] == ("2" if head else "1")  # a charrnn before heads still reads those without
     code, _, err = run(capsys, "import", tmp_path / "n1.safetensors", "--out", tmp_path / "back.npz")
     back = checkpoint.load(tmp_path / "back.npz")
-    assert code == 0 and back.cfg.objective.value == "neighbors" and back.format_version == 3
+    assert code == 0 and back.cfg.objective.value == "neighbors" and back.format_version == (4 if head else 3)
+    assert back.cfg.head == head
     assert set(back.params) == set(params)
     assert all(np.array_equal(back.sampling_params[k], v) for k, v in params.items())
     code, _, err = run(capsys, "export", tmp_path / "n2.npz", tmp_path / "n2.safetensors")
