@@ -147,9 +147,10 @@ class BiCharrnnRun:
     as `charrnn train --bidirectional` hides them, no state carried; the loss at every character
     (neighbors objective) or at the hidden ones (masked)."""
 
-    def __init__(self, cell: str, hidden: int, layers: int, corpus: Any, objective: str = "neighbors") -> None:
+    def __init__(self, cell: str, hidden: int, layers: int, corpus: Any, objective: str = "neighbors",
+                 head: int = 0) -> None:
         self.cfg = ModelConfig(len(corpus.vocab), cell, hidden, layers=layers, bidirectional=True,
-                               objective=objective)
+                               objective=objective, head=head)
         self.params = model.init_params(self.cfg, np.random.default_rng(0))
         self.opt = optim.init_state("adam", self.params)
         self.corpus = corpus
@@ -174,7 +175,7 @@ def fill_seconds(cell: str, bidirectional: bool, reps: int) -> float:
     """Median seconds of `fill.fill` on one 20-character line with one blank (a names-sized model,
     1 x 256): one pass for a bidirectional model, every candidate scored for a forward one."""
     vocab = Vocab("abcdefghijklmnopqrstuvwxyz")
-    cfg = ModelConfig(len(vocab), cell, 256, layers=1, bidirectional=bidirectional)
+    cfg = ModelConfig(len(vocab), cell, 256, layers=1, bidirectional=bidirectional, head=256 if bidirectional else 0)
     meta = checkpoint.Meta(mode=Mode.LINES, train=TrainConfig(seq_len=64))
     ck = checkpoint.Checkpoint(cfg, vocab, model.init_params(cfg, np.random.default_rng(0)), meta=meta)
     text = "christophermarlo_ewe"  # 20 characters, one blank
@@ -261,7 +262,7 @@ class BiTorchRun:
     nn.Linear(2H, V), cross-entropy at the same positions. masked, and neighbors with 1 layer:
     nn.LSTM/GRU/RNN(bidirectional=True); neighbors with more layers: one stack per direction (the
     right-to-left one on the flipped chunk), as charrnn's. neighbors: the output reads the shifted
-    states [h→_{t-1} ; h←_{t+1}]."""
+    states [h→_{t-1} ; h←_{t+1}]. With a head: nn.Linear(2H, n_z) and tanh before the output."""
 
     def __init__(self, torch: Any, cell: str, hidden: int, layers: int, ours: BiCharrnnRun) -> None:
         self.torch, self.ours = torch, ours
@@ -274,8 +275,11 @@ class BiTorchRun:
             self.stacks = [kind(self.V + 1, hidden, num_layers=layers) for _ in range(2)]
         else:
             self.stacks = [kind(self.V + 1, hidden, num_layers=layers, bidirectional=True)]
-        self.out = nn.Linear(2 * hidden, self.V)
-        self.params = [p for rnn in self.stacks for p in rnn.parameters()] + list(self.out.parameters())
+        head = ours.cfg.head
+        self.head = nn.Sequential(nn.Linear(2 * hidden, head), nn.Tanh()) if head else nn.Identity()
+        self.out = nn.Linear(head or 2 * hidden, self.V)
+        self.params = ([p for rnn in self.stacks for p in rnn.parameters()] + list(self.head.parameters())
+                       + list(self.out.parameters()))
         self.opt = torch.optim.Adam(self.params, lr=LR)
         self.k = 0
 
@@ -291,7 +295,7 @@ class BiTorchRun:
         if self.neighbors:
             zero = hs.new_zeros(1, *hs.shape[1:-1], self.H)
             hs = torch.cat([torch.cat([zero, hs[:-1, :, : self.H]]), torch.cat([hs[1:, :, self.H :], zero])], dim=2)
-        logits = self.out(hs)  # (T, B, V)
+        logits = self.out(self.head(hs))  # (T, B, V)
         keep = torch.from_numpy(mb.weights.reshape(-1) > 0)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, self.V)[keep],
                                                  torch.from_numpy(mb.y).long().reshape(-1)[keep])
@@ -443,6 +447,8 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(f"{c}-{h}" for c, h in CONFIGS), help="cell-hidden, comma separated")
     ap.add_argument("--objective", choices=["neighbors", "masked"], default="neighbors",
                     help="the bidirectional rows' objective (default: what train --bidirectional uses)")
+    ap.add_argument("--head", type=int, default=-1,
+                    help="bidirectional rows: width of the head (default: as train, H for neighbors, 0 for masked)")
     ap.add_argument("--bi-configs", default=",".join(BI_CONFIGS),
                     help="bidirectional rows, cell-hidden x layers, comma separated ('' for none)")
     ap.add_argument("--sample-chars", type=int, default=2000, help="characters generated per sampling measurement")
@@ -552,13 +558,15 @@ def main() -> None:
     bi_rows = []
     if args.bi_configs:
         print(f"\nbidirectional, {args.objective} objective ({MASK_RATE:.0%} hidden in spans of 1-3), H per direction, "
+              f"{'a head of ' + str(args.head) if args.head > 0 else 'no head' if args.head == 0 else 'default head'}, "
               "no state carried")
         print(f"{'model':<14}{'charrnn ch/s':>14}" + (f"{'numba ch/s':>12}" if fast else "")
               + f"{'torch ch/s':>12}{'ratio':>7}" + (f"{'numba':>7}" if fast else ""))
     for spec in filter(None, args.bi_configs.split(",")):
         cell, size = spec.split("-")
         hidden, layers = (int(v) for v in size.split("x"))
-        bi_ours = BiCharrnnRun(cell, hidden, layers, corpus, args.objective)
+        head = args.head if args.head >= 0 else hidden if args.objective == "neighbors" else 0
+        bi_ours = BiCharrnnRun(cell, hidden, layers, corpus, args.objective, head)
         bi_theirs = BiTorchRun(torch, cell, hidden, layers, bi_ours) if torch else None
         per_step = time_block(bi_ours.train_step, 1)
         steps = 2 if args.quick else max(2, int(args.block_seconds / per_step))
@@ -569,7 +577,7 @@ def main() -> None:
         ours_rates, theirs_rates = rates.get("numpy") or rates["numba"], rates.get("torch", [])
         r_ours, r_theirs = median_rate(ours_rates), median_rate(theirs_rates) if bi_theirs else None
         r_numba = median_rate(rates["numba"]) if fast else None
-        bi_rows.append({"cell": cell, "hidden": hidden, "layers": layers, "charrnn_chars_per_s": r_ours,
+        bi_rows.append({"cell": cell, "hidden": hidden, "layers": layers, "head": head, "charrnn_chars_per_s": r_ours,
                         "numba_chars_per_s": r_numba,
                         "torch_chars_per_s": r_theirs, "ratio": r_ours / r_theirs if r_theirs else None,
                         "charrnn_all": ours_rates, "numba_all": rates.get("numba", []), "torch_all": theirs_rates})

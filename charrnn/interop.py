@@ -191,7 +191,7 @@ def parse_metadata(meta: Any) -> Export:
         raise InteropError(f"no {FORMAT!r} format marker in the metadata: was it written by `charrnn export`?")
     if meta.get("format_version") not in [str(v) for v in range(1, FORMAT_VERSION + 1)]:
         raise InteropError(f"{FORMAT} format version {meta.get('format_version')!r}: this charrnn reads "
-                           f"version {FORMAT_VERSION}")
+                           f"versions 1 to {FORMAT_VERSION}")
     v = _json_table(meta, "vocab")
     if v.get("specials") != {SPECIALS[UNK]: UNK, SPECIALS[EOS]: EOS} or v.get("first_char_id") != len(SPECIALS):
         raise InteropError(f"the vocabulary's special ids are not {SPECIALS[UNK]}={UNK}, {SPECIALS[EOS]}={EOS}")
