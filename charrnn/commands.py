@@ -860,12 +860,14 @@ def run_export(ckpt: Path, target: Path) -> int:
     bi = cfg.bidirectional
     out.print(f"wrote [bold]{plain(target)}[/]: {len(tensors)} tensors ({'best' if ck.best is not None else 'current'} "
               f"weights), {cfg.dtype}, " + ("one-hot inputs, <MASK> = the last" if bi else "one-hot inputs"))
+    linears = ""  # in the order they apply, sizes as written: (out_features, in_features)
+    for name in ("head", "out"):
+        if f"{name}.weight" in tensors:
+            n_out, n_in = tensors[f"{name}.weight"].shape
+            linears += f" + nn.Linear({n_in}, {n_out}) as '{name}'" + (", tanh" if name == "head" else "")
     out.print(f"  nn.{kind}({input_size(cfg)}, {cfg.hidden_size}, num_layers={cfg.layers}"
               + (f", nonlinearity='{cfg.activation}'" if cfg.cell == "rnn" else "")
-              + (", bidirectional=True" if bi else "")
-              + ")" + (f" + nn.Linear({2 * cfg.hidden_size}, {cfg.head}) as 'head', tanh" if cfg.head else "")
-              + f" + nn.Linear({cfg.head or (2 if bi else 1) * cfg.hidden_size}, {cfg.vocab_size}) as 'out'",
-              markup=False)
+              + (", bidirectional=True" if bi else "") + ")" + linears, markup=False)
     if cfg.objective == Objective.NEIGHBORS:
         out.print(f"  '{'head' if cfg.head else 'out'}' reads [h→ at t-1 ; h← at t+1] to predict the character at t "
                   "(zeros past either end)", markup=False)
