@@ -97,12 +97,15 @@ class Trace:
         return split_gates(self.gates, self.cell)[gate_index(self.cell, name)]
 
 
+_HALF = np.float32(0.5)  # exact in float32 and float64; a NumPy scalar costs less per call than a Python float
+
+
 def sigmoid_(x: np.ndarray) -> np.ndarray:
     """In-place logistic sigmoid, as 0.5 * (1 + tanh(x / 2)): no overflow, no exp."""
-    x *= 0.5
+    np.multiply(x, _HALF, out=x)
     np.tanh(x, out=x)
-    x *= 0.5
-    x += 0.5
+    np.multiply(x, _HALF, out=x)
+    np.add(x, _HALF, out=x)
     return x
 
 

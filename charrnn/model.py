@@ -515,21 +515,27 @@ class Stepper:
     def _make_arrays(self, B: int) -> None:
         self.steps = [cells.Step(cell, W_h, B, activation) for _, _, _, cell, W_h, activation in self.layers]
         self.logits = np.empty((B, len(self.b_y)), dtype=self.b_y.dtype)
+        self.row = self.steps[0].a[0] if B == 1 else None  # one stream: its input row, filled without a lookup
 
     def __call__(self, ids: np.ndarray) -> np.ndarray:
         """Logits (B, V) of the character after ids (B,), in an array the next call overwrites;
         the state moves on by one step."""
         h = ids
         for k, ((lookup, W_x, b, *_), step) in enumerate(zip(self.layers, self.steps)):  # noqa: B905 (same length)
-            if lookup:
+            # At one row every NumPy call costs about a microsecond, so one stream's first layer adds
+            # the bias straight from its row of W_x (a view): two calls fewer than a lookup and an add.
+            if lookup and self.row is not None:
+                np.add(W_x[h[0]], b, out=self.row)  # (G,)
+            elif lookup:
                 np.take(W_x, h, axis=0, out=step.a)  # (B, G): the one-hot product as a row lookup
+                np.add(step.a, b, out=step.a)
             else:
                 np.matmul(h, W_x, out=step.a)  # (B, G)
-            step.a += b
+                np.add(step.a, b, out=step.a)
             self.state[k] = step(self.state[k])
             h = self.state[k][0]
         np.matmul(h, self.W_y, out=self.logits)  # (B, V)
-        self.logits += self.b_y
+        np.add(self.logits, self.b_y, out=self.logits)
         return self.logits
 
     def keep(self, rows: np.ndarray) -> None:

@@ -93,8 +93,7 @@ def pick(
 def _pick_one(z32: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """`pick` for one row (V,) with nothing but the softmax: the same arithmetic and the same
     draw, in half the calls (one stream spends a fifth of each character here)."""
-    z = z32.astype(np.float64)  # (V,)
-    z -= z.max()
+    z = np.subtract(z32, z32[z32.argmax()], dtype=np.float64)  # (V,): as float64, less the maximum (or NaN)
     cdf = np.add.accumulate(np.exp(z, out=z))
     i = np.count_nonzero(cdf <= rng.random() * cdf[-1])  # first index whose cdf passes u
     return np.array([min(i, len(z) - 1)], dtype=np.intp)
@@ -161,7 +160,10 @@ def generate(
         block = np.full((min(LIVE_CHUNK if live else CHUNK, length - t), n), EOS, dtype=np.int32)
         for k in range(len(block)):
             last = pick(step(last), rng, temperature, top_k, top_p)
-            block[k, active] = last
+            if len(last) == n:
+                block[k] = last  # every row still going: no index array (a microsecond a character)
+            else:
+                block[k, active] = last
             if mode == Mode.LINES and (last == EOS).any():
                 going = last != EOS
                 active, last = active[going], last[going]
