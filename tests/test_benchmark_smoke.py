@@ -119,3 +119,28 @@ def test_scatter_experiment_runs():
                           "--block-seconds", "0.05", "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "rnn-16" in run.stdout.splitlines()[-1]
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("numba"), reason="needs numba (the fast extra)")
+def test_orientation_experiment_agrees_with_the_lstm_forward():
+    """Its transposed forward is checked against fast.lstm_forward before anything is timed."""
+    run = subprocess.run([sys.executable, str(BENCH.parent / "orientation.py"), "--hidden", "24", "--reps", "1",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines()[-1].split()[0] == "24"
+
+
+def test_compare_trees_times_the_version_it_was_given(tmp_path, monkeypatch):
+    """Each child process imports the tree it is timing: run from the repository root,
+    `python -c` put this checkout first on sys.path, and both versions were this one."""
+    import shutil
+    sys.path.insert(0, str(BENCH.parent))
+    try:
+        import compare_trees
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    shutil.copytree(BENCH.parents[1] / "charrnn", tmp_path / "charrnn")
+    monkeypatch.chdir(BENCH.parents[1])
+    rate = compare_trees.run_child(tmp_path, {**compare_trees.os.environ, "OPENBLAS_NUM_THREADS": "1"}, "sample",
+                                   "gru", "8", "1", "20", str(BENCH.parents[1] / "corpora" / "shakespeare.txt"))
+    assert rate > 0
