@@ -73,6 +73,10 @@ def find_mkl(path: str | None) -> ctypes.CDLL | None:
         lib.vsTanh.argtypes = [I, P, P]
         lib.cblas_sgemm.argtypes = [I] * 6 + [ctypes.c_float, P, I, P, I, ctypes.c_float, P, I]
         lib.MKL_Set_Num_Threads.argtypes = [I]
+        lib.cblas_sgemm_pack_get_size.argtypes = [I] * 4
+        lib.cblas_sgemm_pack_get_size.restype = ctypes.c_size_t
+        lib.cblas_sgemm_pack.argtypes = [I] * 6 + [ctypes.c_float, P, I, P]
+        lib.cblas_sgemm_compute.argtypes = [I] * 6 + [P, I, P, I, ctypes.c_float, P, I]
         return lib
     return None
 
@@ -113,10 +117,19 @@ def products(H: int, threads: int, rounds: int, seconds: float) -> dict[str, flo
             for w, o in zip(tiles, outs, strict=True):
                 o[...] = h @ w
         variants[f"tiles of {k}"] = tiled
+    # the same numbers the other way round, (G, H) @ (H, B): OpenBLAS then sees B first (orientation.py)
+    WT, hT, outT = np.ascontiguousarray(W.T), np.ascontiguousarray(h.T), np.empty((G, B), np.float32)
+    variants["transposed, W^T h^T"] = lambda: np.matmul(WT, hT, out=outT)
     if MKL is not None:
         MKL.MKL_Set_Num_Threads(threads)
         variants["mkl sgemm"] = lambda: MKL.cblas_sgemm(101, 111, 111, B, G, H, 1.0, h.ctypes.data, H,
                                                         W.ctypes.data, G, 0.0, out.ctypes.data, G)
+        # W_h is the same for all T steps of a batch: MKL can pack it once (row-major 101, B matrix
+        # 162, no transpose 111) and reuse the packed copy (packed 151) in every product
+        packed = np.empty(MKL.cblas_sgemm_pack_get_size(162, B, G, H) // 4 + 1, np.float32)
+        MKL.cblas_sgemm_pack(101, 162, 111, B, G, H, 1.0, W.ctypes.data, G, packed.ctypes.data)
+        variants["mkl packed sgemm"] = lambda: MKL.cblas_sgemm_compute(101, 111, 151, B, G, H, h.ctypes.data, H,
+                                                                      packed.ctypes.data, G, 0.0, out.ctypes.data, G)
     return per_call_us(variants, rounds, seconds)
 
 
