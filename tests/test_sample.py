@@ -10,6 +10,7 @@ import sys
 from itertools import pairwise
 
 import numpy as np
+import pytest
 from helpers import NAMES_X4, TEN_NAMES_X3, TINY_H16_12STEPS, error_line, run, small_trainer
 
 from charrnn import checkpoint, model, sample
@@ -187,9 +188,10 @@ def test_novel_says_how_few_it_found(tmp_path, capsys):
     assert err.splitlines()[-1] in ("Warning: only 0 novel samples found", "Warning: only 1 novel samples found")
 
 
-def test_one_row_is_picked_as_in_a_batch():
-    """pick's path for a single row (one stream, plain softmax) draws what the batched path draws
-    for that row from the same generator state: -inf never, NaN rows as the batched path does."""
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 2.5, 1e-30])
+def test_one_row_is_picked_as_in_a_batch(temperature):
+    """pick's path for a single row (one stream, softmax at a temperature) draws what the batched
+    path draws for that row from the same generator state: -inf never, NaN rows as the batched path does."""
     rng = np.random.default_rng(7)
     for trial in range(300):  # every 7th with logits in the hundreds: exp overflows without the shift
         V = int(rng.integers(2, 70))
@@ -201,8 +203,8 @@ def test_one_row_is_picked_as_in_a_batch():
         elif trial % 50 == 25:  # one NaN, or one +inf, among finite logits
             z[int(rng.integers(V))] = np.nan if trial % 100 == 25 else np.inf
         with np.errstate(invalid="ignore"):  # +inf - +inf
-            one = sample.pick(z[None], np.random.default_rng(trial))
-            batch = sample.pick(np.stack([z, z]), np.random.default_rng(trial))  # draws row 0's u first
+            one = sample.pick(z[None], np.random.default_rng(trial), temperature)
+            batch = sample.pick(np.stack([z, z]), np.random.default_rng(trial), temperature)  # row 0's u first
         assert one.shape == (1,) and one[0] == batch[0], (trial, z)
         assert trial % 25 == 0 or np.isfinite(z[one[0]])  # NaN or +inf rows aside: never a -inf
 
