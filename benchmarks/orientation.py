@@ -27,62 +27,61 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (sets the BLAS threads before numpy loads)
 import numpy as np  # noqa: E402
+from numba import njit  # noqa: E402
 
 from charrnn import fast  # noqa: E402
 from charrnn.cells import Trace, _with_h0  # noqa: E402
-from charrnn.fast import kernel, sigmoid, tanh  # noqa: E402
+from charrnn.fast import FASTMATH, kernel, sigmoid, tanh  # noqa: E402
 
 B, T = 32, 64
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def activate_row(gate, c_prev_b, c_b, tc_b, h_b):
+    """fast.lstm_forward_step's work on one row, once z = a + s is in `gate` (4H,)."""
+    H = len(c_b)
+    for j in range(3 * H):
+        gate[j] = sigmoid(gate[j])
+    for j in range(3 * H, 4 * H):
+        gate[j] = tanh(gate[j])
+    i, f, o, g = gate[:H], gate[H : 2 * H], gate[2 * H : 3 * H], gate[3 * H :]
+    for j in range(H):
+        c_t = f[j] * c_prev_b[j] + i[j] * g[j]
+        tc_t = tanh(c_t)
+        c_b[j], tc_b[j], h_b[j] = c_t, tc_t, o[j] * tc_t
+
+
+@njit(inline="always")
+def write_transposed(h, hT):
+    for j in range(h.shape[1]):
+        for b in range(h.shape[0]):
+            hT[j, b] = h[b, j]
 
 
 @kernel
 def lstm_step_transposed(a, sT, c_prev, gates, c, tc, h, hT):
     """fast.lstm_forward_step with s given as s^T (G, B); also writes h_t^T (H, B)."""
-    B, H = c.shape
+    B, G = gates.shape
     for b in range(B):
         z, gate = a[b], gates[b]
-        for j in range(4 * H):  # the gather: one column of s^T
+        for j in range(G):  # the gather: one column of s^T
             gate[j] = z[j] + sT[j, b]
-        for j in range(3 * H):
-            gate[j] = sigmoid(gate[j])
-        for j in range(3 * H, 4 * H):
-            gate[j] = tanh(gate[j])
-        i, f, o, g = gate[:H], gate[H : 2 * H], gate[2 * H : 3 * H], gate[3 * H :]
-        c_prev_b, c_b, tc_b, h_b = c_prev[b], c[b], tc[b], h[b]
-        for j in range(H):
-            c_t = f[j] * c_prev_b[j] + i[j] * g[j]
-            tc_t = tanh(c_t)
-            c_b[j], tc_b[j], h_b[j] = c_t, tc_t, o[j] * tc_t
-    for j in range(h.shape[1]):
-        for b in range(B):
-            hT[j, b] = h[b, j]
+        activate_row(gate, c_prev[b], c[b], tc[b], h[b])
+    write_transposed(h, hT)
 
 
 @kernel
 def lstm_step_tiled(a, sT, c_prev, gates, c, tc, h, hT):
     """lstm_step_transposed with the gather in tiles of 16 gate columns for all rows: the tile of
     s^T (16 rows of B) stays in L1 while each row reads one cache line of a and writes one of gates."""
-    B, H = c.shape
-    G = 4 * H
+    B, G = gates.shape
     for j0 in range(0, G, 16):
         for b in range(B):
             for j in range(j0, min(j0 + 16, G)):
                 gates[b, j] = a[b, j] + sT[j, b]
     for b in range(B):
-        gate = gates[b]
-        for j in range(3 * H):
-            gate[j] = sigmoid(gate[j])
-        for j in range(3 * H, 4 * H):
-            gate[j] = tanh(gate[j])
-        i, f, o, g = gate[:H], gate[H : 2 * H], gate[2 * H : 3 * H], gate[3 * H :]
-        c_prev_b, c_b, tc_b, h_b = c_prev[b], c[b], tc[b], h[b]
-        for j in range(H):
-            c_t = f[j] * c_prev_b[j] + i[j] * g[j]
-            tc_t = tanh(c_t)
-            c_b[j], tc_b[j], h_b[j] = c_t, tc_t, o[j] * tc_t
-    for j in range(H):
-        for b in range(B):
-            hT[j, b] = h[b, j]
+        activate_row(gates[b], c_prev[b], c[b], tc[b], h[b])
+    write_transposed(h, hT)
 
 
 def lstm_forward_transposed(A, W_h, h0, c0, step=lstm_step_transposed):
