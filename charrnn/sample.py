@@ -69,9 +69,7 @@ def pick(
         return _pick_one(logits[0], rng, temperature)
     z = logits.astype(np.float64)  # (B, V)
     z -= np.maximum.reduce(z, axis=1, keepdims=True)  # before dividing: a tiny temperature gives -inf, not NaN
-    if temperature != 1:
-        with np.errstate(over="ignore"):  # a tiny temperature sends all but the maximum to -inf, as it should
-            z /= temperature
+    _cool(z, temperature)
     V = z.shape[1]
     if 0 < top_k < V:
         kth = np.partition(z, V - top_k, axis=1)[:, V - top_k, None]  # (B, 1)
@@ -90,13 +88,18 @@ def pick(
     return np.minimum(i, V - 1, out=i)
 
 
+def _cool(z: np.ndarray, temperature: float) -> None:
+    """z /= temperature in place, for logits less their maximum (so nothing turns into NaN)."""
+    if temperature != 1:
+        with np.errstate(over="ignore"):  # a tiny temperature sends all but the maximum to -inf, as it should
+            z /= temperature
+
+
 def _pick_one(z32: np.ndarray, rng: np.random.Generator, temperature: float = 1.0) -> np.ndarray:
     """`pick` for one row (V,) with nothing but the softmax at a temperature above 0: the same
     arithmetic and the same draw, in half the calls (one stream spends a fifth of each character here)."""
     z = np.subtract(z32, z32[z32.argmax()], dtype=np.float64)  # (V,): as float64, less the maximum (or NaN)
-    if temperature != 1:
-        with np.errstate(over="ignore"):  # a tiny temperature sends all but the maximum to -inf, as it should
-            z /= temperature
+    _cool(z, temperature)
     cdf = np.add.accumulate(np.exp(z, out=z))
     i = np.count_nonzero(cdf <= rng.random() * cdf[-1])  # first index whose cdf passes u
     return np.array([min(i, len(z) - 1)], dtype=np.intp)
