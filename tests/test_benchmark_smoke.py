@@ -123,7 +123,8 @@ def test_scatter_experiment_runs():
 
 @pytest.mark.skipif(not importlib.util.find_spec("numba"), reason="needs numba (the fast extra)")
 def test_orientation_experiment_agrees_with_the_lstm_forward():
-    """Its transposed forward is checked against fast.lstm_forward before anything is timed."""
+    """Its transposed forward is checked against fast.lstm_forward, and its (feature, batch) layer
+    against the layer as trained (outputs and every gradient), before anything is timed."""
     run = subprocess.run([sys.executable, str(BENCH.parent / "orientation.py"), "--hidden", "24", "--reps", "1",
                           "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
