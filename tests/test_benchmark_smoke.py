@@ -145,3 +145,12 @@ def test_compare_trees_times_the_version_it_was_given(tmp_path, monkeypatch):
     rate = compare_trees.run_child(tmp_path, {**compare_trees.os.environ, "OPENBLAS_NUM_THREADS": "1"}, "sample",
                                    "gru", "8", "1", "20", str(BENCH.parents[1] / "corpora" / "shakespeare.txt"))
     assert rate > 0
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("numba"), reason="needs numba (the fast extra)")
+def test_second_core_experiment_agrees_with_the_lstm_forward():
+    """Its parallel kernel and its split batch are checked against fast.lstm_forward before timing."""
+    run = subprocess.run([sys.executable, str(BENCH.parent / "second_core.py"), "--hidden", "24", "--reps", "1",
+                          "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "threading layer" in run.stdout.splitlines()[-1]
