@@ -4,6 +4,7 @@
     python benchmarks/backends.py --threads 1,2    # thread counts [default: 1, 2, all cores]
     python benchmarks/backends.py --quick          # a seconds-long smoke
     python benchmarks/backends.py --mkl /path/to/libmkl_rt.so.3
+    python benchmarks/backends.py --rows 16        # half a batch: what each of two threads would get
 
 It times the candidates the issue lists against what charrnn does today, on the shapes of
 the benchmark model (B = 32 streams, T = 64 steps, LSTM, hidden 256 and 512, float32),
@@ -219,7 +220,7 @@ def placement(H: int, threads: int, rounds: int, seconds: float, text: str) -> d
 
 
 def main() -> None:
-    global MKL, SET_THREADS
+    global MKL, SET_THREADS, B
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cores = os.cpu_count() or 1
     ap.add_argument("--threads", default=",".join(str(n) for n in sorted({1, min(2, cores), cores})))
@@ -229,7 +230,9 @@ def main() -> None:
     ap.add_argument("--mkl", help="path of libmkl_rt (default: the mkl wheel's, if installed)")
     ap.add_argument("--quick", action="store_true", help="a seconds-long smoke: 1 round, hidden 64")
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--rows", type=int, default=B, help=f"batch rows B [default: {B}]")
     args = ap.parse_args()
+    B = args.rows
     if args.quick:
         args.rounds, args.seconds, args.hidden = 1, 0.02, "64"
     SET_THREADS = find_openblas_setter()

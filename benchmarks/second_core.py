@@ -19,6 +19,9 @@ states as fast.lstm_forward first, then timed against it, alternating in one pro
           timed: the same loop over half the rows alone, and over all of them, on one thread.
           Read it at --threads 1 as well: after a 2-thread product OpenBLAS's worker keeps
           spinning for a while, and at --threads 2 it takes a core from the split's threads.
+  mkl split: the same with MKL's packed GEMM (cblas_sgemm_compute on W_h packed once per
+          forward), when the `mkl` wheel is installed in the environment that runs this (as a
+          separate venv: PYTHONPATH=. path/to/venv/bin/python benchmarks/second_core.py).
 """
 
 from __future__ import annotations
@@ -89,22 +92,61 @@ def openblas():
     return kind(ctypes.cast(lib.scipy_cblas_sgemm64_, ptr).value), set_threads
 
 
-def make_split(sgemm, set_threads):
+def openblas_rows(sgemm):
+    """The forward loop over rows b0:b1 with OpenBLAS's sgemm, without the GIL."""
     ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS constants
     step = fast.lstm_forward_step
 
     @njit(nogil=True)
     def rows_forward(A, W_h, Hs0, Cs0, TCs, gates, s, b0, b1):
-        """The whole forward loop for rows b0:b1, without the GIL."""
         H, G = W_h.shape
         for t in range(A.shape[0]):
             sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, b1 - b0, G, H, np.float32(1), Hs0[t, b0:b1].ctypes.data, H,
                   W_h.ctypes.data, G, np.float32(0), s.ctypes.data, G)
             step(A[t, b0:b1], s, Cs0[t, b0:b1], gates[t, b0:b1], Cs0[t + 1, b0:b1], TCs[t, b0:b1], Hs0[t + 1, b0:b1])
 
+    return rows_forward, lambda W_h, rows: W_h
+
+
+def mkl():
+    """MKL's packed GEMM (the issue's third candidate), if the `mkl` wheel is installed in this
+    environment: (rows_forward, pack, set_threads), or None. W_h is packed once per forward, as it
+    would be once per batch, and both halves read the same packed copy."""
+    found = glob.glob(os.path.join(sys.prefix, "lib", "libmkl_rt.so*"))
+    if not found:
+        return None
+    lib = ctypes.CDLL(found[0])
+    i32, ptr, f32 = ctypes.c_int, ctypes.c_void_p, ctypes.c_float
+    lib.MKL_Set_Num_Threads.argtypes = [i32]
+    lib.cblas_sgemm_pack_get_size.argtypes = [i32] * 4
+    lib.cblas_sgemm_pack_get_size.restype = ctypes.c_size_t
+    lib.cblas_sgemm_pack.argtypes = [i32] * 6 + [f32, ptr, i32, ptr]
+    compute = ctypes.CFUNCTYPE(None, *[i32] * 6, ptr, i32, ptr, i32, f32, ptr, i32)(
+        ctypes.cast(lib.cblas_sgemm_compute, ptr).value)
+    ROW_MAJOR, NO_TRANS, PACKED, B_MATRIX = 101, 111, 151, 162
+    step = fast.lstm_forward_step
+
+    def pack(W_h, rows):
+        H, G = W_h.shape
+        packed = np.empty(lib.cblas_sgemm_pack_get_size(B_MATRIX, rows, G, H) // 4 + 1, np.float32)
+        lib.cblas_sgemm_pack(ROW_MAJOR, B_MATRIX, NO_TRANS, rows, G, H, 1.0, W_h.ctypes.data, G, packed.ctypes.data)
+        return packed
+
+    @njit(nogil=True)
+    def rows_forward(A, packed, Hs0, Cs0, TCs, gates, s, b0, b1):
+        G, H = A.shape[2], Hs0.shape[2]
+        for t in range(A.shape[0]):
+            compute(ROW_MAJOR, NO_TRANS, PACKED, b1 - b0, G, H, Hs0[t, b0:b1].ctypes.data, H, packed.ctypes.data, G,
+                    np.float32(0), s.ctypes.data, G)
+            step(A[t, b0:b1], s, Cs0[t, b0:b1], gates[t, b0:b1], Cs0[t + 1, b0:b1], TCs[t, b0:b1], Hs0[t + 1, b0:b1])
+
+    return rows_forward, pack, lib.MKL_Set_Num_Threads
+
+
+def make_split(rows_forward, prepare, set_threads):
     pool = ThreadPoolExecutor(2)
 
-    def forward(A, W_h, h0, c0, parts=((0, 0.5), (0.5, 1)), threads=2):
+    def forward(A, W_h, h0, c0, parts=((0, 0.5), (0.5, 1))):
         """The forward over the given fractions of the rows, each on its own thread (the rest left
         empty), with 1 BLAS thread; the hidden states."""
         T_, rows, G = A.shape
@@ -113,7 +155,8 @@ def make_split(sgemm, set_threads):
         cuts = [(int(a * rows), int(b * rows)) for a, b in parts]
         set_threads(1)  # each part's products on its own core
         try:
-            jobs = [pool.submit(rows_forward, A, W_h, Hs0, Cs0, TCs, gates, np.empty((b1 - b0, G), A.dtype), b0, b1)
+            W = prepare(W_h, cuts[0][1] - cuts[0][0])
+            jobs = [pool.submit(rows_forward, A, W, Hs0, Cs0, TCs, gates, np.empty((b1 - b0, G), A.dtype), b0, b1)
                     for b0, b1 in cuts]
             for job in jobs:
                 job.result()
@@ -134,9 +177,10 @@ def measure(H: int, ways: dict, reps: int, rng: np.random.Generator) -> dict[str
     for name, way in ways.items():
         assert np.allclose(want, way(A, W, h0, c0), rtol=1e-5, atol=1e-6), f"{name} differs"
     runs = {"fast": fast.lstm_forward, **ways}
-    if "split" in ways:  # why it wins or not: one half alone, and the whole batch on one thread
-        runs["half"] = lambda *a: ways["split"](*a, parts=((0, 0.5),))
-        runs["whole"] = lambda *a: ways["split"](*a, parts=((0, 1),))
+    for way in ("split", "mkl split"):  # why it wins or not: one half alone, and the whole batch on one thread
+        if way in ways:
+            runs[f"{way} half"] = lambda *a, f=ways[way]: f(*a, parts=((0, 0.5),))
+            runs[f"{way} whole"] = lambda *a, f=ways[way]: f(*a, parts=((0, 1),))
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(reps):
         for k, f in runs.items():
@@ -157,15 +201,19 @@ def main() -> None:
     blas = openblas()
     ways = {"prange": lambda A, W, h0, c0: lstm_forward_with(lstm_step_prange, A, W, h0, c0)}
     if blas is not None:
-        ways["split"] = make_split(*blas)
+        ways["split"] = make_split(*openblas_rows(blas[0]), blas[1])
+    if (packed := mkl()) is not None:
+        ways["mkl split"] = make_split(*packed)
     rng = np.random.default_rng(0)
     print(f"LSTM forward, B {B}, T {T}, float32, {bench.THREADS} BLAS thread(s); ms per batch, median of {args.reps}")
     print(f"{'H':>5}{'fast.lstm_forward':>19}" + "".join(f"{k:>9}{'ratio':>7}" for k in ways))
     for H in map(int, args.hidden.split(",")):
         m = measure(H, ways, args.reps, rng)
         print(f"{H:>5}{m['fast']:>19.2f}" + "".join(f"{m[k]:>9.2f}{m['fast'] / m[k]:>7.2f}" for k in ways))
-        if "split" in ways:
-            print(f"{'':>5}split's loop on 1 BLAS thread: half the rows {m['half']:.2f}, all of them {m['whole']:.2f}")
+        for way in ("split", "mkl split"):
+            if way in ways:
+                print(f"{'':>5}{way}'s loop on 1 BLAS thread: half the rows {m[way + ' half']:.2f}, "
+                      f"all of them {m[way + ' whole']:.2f}")
     print(f"numba threading layer: {numba.threading_layer()}")
 
 
