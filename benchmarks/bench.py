@@ -100,6 +100,18 @@ def alternate(runs: dict[str, tuple[str | None, Callable[[], Any]]], reps: int, 
     return rates
 
 
+def median_ms(runs: dict[str, Callable[[], Any]], reps: int, calls: int) -> dict[str, float]:
+    """Median milliseconds per call of each run: `reps` blocks of `calls` calls, the runs alternating."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(reps):
+        for k, f in runs.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                f()
+            times[k].append(1e3 * (time.perf_counter() - t0) / calls)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def time_block(step: Callable[[], Any], steps: int) -> float:
     """Seconds per step over `steps` timed steps, after one untimed step."""
     step()

@@ -27,9 +27,7 @@ that it does not vectorise (a forward step took 98 against 16 us).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -243,19 +241,7 @@ def measure_layer(H: int, reps: int, rng: np.random.Generator, V: int = 65) -> d
     args = ids, W_x, b, W_h, h0, c0, dH
     for want, got in zip(layer_plain(*args), layer_fb(*args), strict=True):
         assert np.allclose(want, got, rtol=1e-4, atol=1e-4), "the (feature, batch) layer differs"
-    runs = {"plain": lambda: layer_plain(*args), "fb": lambda: layer_fb(*args)}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(reps):
-        for k, f in runs.items():
-            times[k].append(ms(f, 3))
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
-def ms(f, repeats: int = 5) -> float:
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        f()
-    return 1e3 * (time.perf_counter() - t0) / repeats
+    return bench.median_ms({"plain": lambda: layer_plain(*args), "fb": lambda: layer_fb(*args)}, reps, 3)
 
 
 def measure(H: int, reps: int, rng: np.random.Generator) -> dict[str, float]:
@@ -283,11 +269,7 @@ def measure(H: int, reps: int, rng: np.random.Generator) -> dict[str, float]:
             "forward": lambda: fast.lstm_forward(A, W, h0, c0),
             "transposed": lambda: lstm_forward_transposed(A, W, h0, c0),
             "tiled": lambda: lstm_forward_transposed(A, W, h0, c0, lstm_step_tiled)}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(reps):
-        for k, f in runs.items():
-            times[k].append(ms(f))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return bench.median_ms(runs, reps, 5)
 
 
 def main() -> None:

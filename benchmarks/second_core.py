@@ -30,9 +30,7 @@ import argparse
 import ctypes
 import glob
 import os
-import statistics
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -181,14 +179,7 @@ def measure(H: int, ways: dict, reps: int, rng: np.random.Generator) -> dict[str
         if way in ways:
             runs[f"{way} half"] = lambda *a, f=ways[way]: f(*a, parts=((0, 0.5),))
             runs[f"{way} whole"] = lambda *a, f=ways[way]: f(*a, parts=((0, 1),))
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(reps):
-        for k, f in runs.items():
-            t0 = time.perf_counter()
-            for _ in range(3):
-                f(A, W, h0, c0)
-            times[k].append(1e3 * (time.perf_counter() - t0) / 3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return bench.median_ms({k: (lambda f=f: f(A, W, h0, c0)) for k, f in runs.items()}, reps, 3)
 
 
 def main() -> None:
