@@ -13,11 +13,14 @@ The text is read as one stream in every data mode: a lines-mode model sees its l
 <EOS> with the state carried across them (charrnn itself starts every line from a zero state).
 The recurrent biases bias_hh stay frozen at zero: for the LSTM and RNN bias_ih alone is as good,
 and charrnn's GRU has no recurrent bias of n, so a trained one could not be imported.
+Forward (left-to-right) models only: a bidirectional export is refused, since its objective and
+masking are charrnn's own (`charrnn train --bidirectional`).
 """
 
 import argparse
 import json
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -51,8 +54,12 @@ def load(path):
     with safe_open(path, framework="pt") as f:
         meta = {k: v if k.startswith("format") else json.loads(v) for k, v in f.metadata().items()}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    assert meta["format"] == "charrnn-torch" and meta["format_version"] == "1", f"{path}: not a charrnn export"
+    assert meta.get("format") == "charrnn-torch", f"{path}: not a file from `charrnn export`"
     m = meta["model"]
+    if m.get("bidirectional"):  # a version-2 file (with a head) is always bidirectional
+        sys.exit(f"{path}: a bidirectional model; this example trains forward models only "
+                 "(its objective and masking are charrnn's own: train it with `charrnn train --bidirectional`)")
+    assert meta["format_version"] == "1", f"{path}: format version {meta['format_version']}, this example reads 1"
     model = CharModel(m["cell"], m["input_size"], m["hidden_size"], m["num_layers"], m["nonlinearity"])
     model.to(getattr(torch, m["dtype"]))
     model.load_state_dict({(k if k.startswith("out.") else "rnn." + k): v for k, v in tensors.items()})

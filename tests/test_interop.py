@@ -315,6 +315,27 @@ def test_bidirectional_export_is_pytorchs_bidirectional_layout_and_comes_back(tm
     assert fills[0][0] == 0 and fills[0][1] == fills[1][1]
 
 
+def test_pytorch_example_refuses_a_bidirectional_export_by_name(tmp_path, capsys):
+    """examples/torch_train.py trains forward models: a bidirectional --init is refused in words, not
+    with load_state_dict's unexpected keys or a misleading "not a charrnn export"."""
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    import importlib.util
+
+    bidirectional_checkpoint(tmp_path / "bi.npz", "lstm", "tanh")
+    code, _, err = run(capsys, "export", tmp_path / "bi.npz", tmp_path / "bi.safetensors")
+    assert code == 0, err
+    spec = importlib.util.spec_from_file_location("torch_train", ROOT / "examples" / "torch_train.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    with pytest.raises(SystemExit, match="a bidirectional model; this example trains forward models only"):
+        example.load(tmp_path / "bi.safetensors")
+    path, _ = exported(tmp_path, capsys, cell="gru")
+    meta, net = example.load(path)  # a forward export still loads
+    assert meta["format_version"] == "1" and net.rnn.bidirectional is False
+
+
 @pytest.mark.parametrize("cell,activation", CELLS)
 def test_pytorch_bidirectional_computes_the_same_logits(cell, activation):
     """nn.LSTM/GRU/RNN(bidirectional=True) on one-hot inputs of V + 1 (the last is <MASK>) gives
