@@ -90,20 +90,33 @@ def openblas():
     return kind(ctypes.cast(lib.scipy_cblas_sgemm64_, ptr).value), set_threads
 
 
-def openblas_rows(sgemm):
-    """The forward loop over rows b0:b1 with OpenBLAS's sgemm, without the GIL."""
-    ROW_MAJOR, NO_TRANS = 101, 111  # CBLAS constants
+def rows_loop(product):
+    """The forward loop over rows b0:b1, without the GIL: product(h, W, s) writes s = h W_h (W is
+    W_h itself, or however the BLAS stores it), then the step's kernel."""
     step = fast.lstm_forward_step
 
     @njit(nogil=True)
-    def rows_forward(A, W_h, Hs0, Cs0, TCs, gates, s, b0, b1):
-        H, G = W_h.shape
+    def rows_forward(A, W, Hs0, Cs0, TCs, gates, s, b0, b1):
         for t in range(A.shape[0]):
-            sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, b1 - b0, G, H, np.float32(1), Hs0[t, b0:b1].ctypes.data, H,
-                  W_h.ctypes.data, G, np.float32(0), s.ctypes.data, G)
+            product(Hs0[t, b0:b1], W, s)
             step(A[t, b0:b1], s, Cs0[t, b0:b1], gates[t, b0:b1], Cs0[t + 1, b0:b1], TCs[t, b0:b1], Hs0[t + 1, b0:b1])
 
-    return rows_forward, lambda W_h, rows: W_h
+    return rows_forward
+
+
+ROW_MAJOR, NO_TRANS, PACKED, B_MATRIX = 101, 111, 151, 162  # CBLAS and MKL constants
+
+
+def openblas_rows(sgemm):
+    """(rows_forward, prepare) on OpenBLAS's sgemm, which takes W_h as it is."""
+
+    @njit(nogil=True)
+    def product(h, W_h, s):
+        (M, H), G = h.shape, s.shape[1]
+        sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, M, G, H, np.float32(1), h.ctypes.data, H, W_h.ctypes.data, G,
+              np.float32(0), s.ctypes.data, G)
+
+    return rows_loop(product), lambda W_h, rows: W_h
 
 
 def mkl():
@@ -121,8 +134,6 @@ def mkl():
     lib.cblas_sgemm_pack.argtypes = [i32] * 6 + [f32, ptr, i32, ptr]
     compute = ctypes.CFUNCTYPE(None, *[i32] * 6, ptr, i32, ptr, i32, f32, ptr, i32)(
         ctypes.cast(lib.cblas_sgemm_compute, ptr).value)
-    ROW_MAJOR, NO_TRANS, PACKED, B_MATRIX = 101, 111, 151, 162
-    step = fast.lstm_forward_step
 
     def pack(W_h, rows):
         H, G = W_h.shape
@@ -131,14 +142,12 @@ def mkl():
         return packed
 
     @njit(nogil=True)
-    def rows_forward(A, packed, Hs0, Cs0, TCs, gates, s, b0, b1):
-        G, H = A.shape[2], Hs0.shape[2]
-        for t in range(A.shape[0]):
-            compute(ROW_MAJOR, NO_TRANS, PACKED, b1 - b0, G, H, Hs0[t, b0:b1].ctypes.data, H, packed.ctypes.data, G,
-                    np.float32(0), s.ctypes.data, G)
-            step(A[t, b0:b1], s, Cs0[t, b0:b1], gates[t, b0:b1], Cs0[t + 1, b0:b1], TCs[t, b0:b1], Hs0[t + 1, b0:b1])
+    def product(h, packed, s):
+        (M, H), G = h.shape, s.shape[1]
+        compute(ROW_MAJOR, NO_TRANS, PACKED, M, G, H, h.ctypes.data, H, packed.ctypes.data, G, np.float32(0),
+                s.ctypes.data, G)
 
-    return rows_forward, pack, lib.MKL_Set_Num_Threads
+    return rows_loop(product), pack, lib.MKL_Set_Num_Threads
 
 
 def make_split(rows_forward, prepare, set_threads):
